@@ -1,0 +1,523 @@
+"""Public adapter lifecycle: inject, load, save, switch, weight, disable, fuse, unload.
+
+The vocabulary follows PEFT and diffusers. Every function accepts a diffusers pipeline or a model (UNet,
+timm classifier, SAM); adapters live on the module the method targets (for a pipeline, e.g. `pipe.unet`).
+
+Example:
+    >>> import vadapters
+    >>> from vadapters.models import tiny_sd_pipeline
+    >>> from vadapters.methods.res_adapter import ResAdapterConfig
+    >>> pipe = tiny_sd_pipeline()
+    >>> _ = vadapters.inject(pipe, ResAdapterConfig(rank=4, alpha=2.0), adapter_name="res")
+    >>> vadapters.list_adapters(pipe)
+    {'res': 'res_adapter'}
+    >>> _ = vadapters.unload(pipe)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vadapters._version import __version__
+from vadapters.core import hosts
+from vadapters.core.config import AdapterConfig, read_config_dict
+from vadapters.core.injector import BaseInjector, copy_into_slot
+from vadapters.core.io import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME, config_from_metadata, load_tensors
+from vadapters.core.io import save_tensors as _save_tensors
+from vadapters.core.layers import AdapterLayer
+from vadapters.core.registry import all_specs, get_method
+from vadapters.core.state import AdapterRecord, HostState, drop_state, get_state
+from vadapters.errors import AdapterStateError, BadInputError, CheckpointError, IncompatibleBaseError
+
+
+# --------------------------------------------------------------------------------------------------- internals
+def _injector(method: str) -> BaseInjector:
+    return get_method(method).injector_cls()
+
+
+def _states(host: Any) -> list[tuple[str | None, nn.Module, HostState]]:
+    out = []
+    for component, module in hosts.adapted_modules(host):
+        state = get_state(module)
+        if state is not None and state.adapters:
+            out.append((component, module, state))
+    return out
+
+
+def _push(module: nn.Module, state: HostState) -> None:
+    """Propagate active names / weights / disabled from the host state to every layer and injector."""
+    for layer in module.modules():
+        if isinstance(layer, AdapterLayer):
+            layer.set_adapters(state.active, state.weights, state.disabled)
+    for method in state.methods():
+        _injector(method).apply_state(module, state)
+
+
+def _restore_host(module: nn.Module, state: HostState) -> None:
+    for param, flag in state.requires_grad_backup:
+        param.requires_grad_(flag)
+    drop_state(module)
+
+
+def _remove(module: nn.Module, state: HostState, name: str) -> None:
+    record = state.adapters[name]
+    injector = _injector(record.method)
+    injector.remove_layers(module, name)
+    injector.remove_adapter(module, name)
+    for undo in reversed(state.restorers.pop(name, [])):
+        undo()
+    del state.adapters[name]
+    state.active = [n for n in state.active if n != name]
+    state.weights.pop(name, None)
+    if not state.adapters:
+        _restore_host(module, state)
+    else:
+        _push(module, state)
+
+
+def _inject_into(module: nn.Module, config: AdapterConfig, name: str, trainable: bool) -> AdapterConfig:
+    spec = get_method(config.method)
+    injector = spec.injector_cls()
+    state = get_state(module, create=True)
+    created = not state.adapters
+    try:
+        if name in state.adapters:
+            raise BadInputError(f"an adapter named {name!r} already exists; delete_adapter() it or pick another name")
+        if state.fused:
+            raise AdapterStateError("adapters are fused; call unfuse() before adding another")
+        found = hosts.signature(module)
+        mismatch = hosts.signature_mismatch(config.base_signature, found)
+        if mismatch:
+            raise IncompatibleBaseError(
+                f"this {spec.name} adapter was made for {hosts.describe_signature(config.base_signature)}, "
+                f"but the model is {hosts.describe_signature(found)} (differs in: {', '.join(mismatch)}). "
+                "Load it into the base it was trained on."
+            )
+        injector.check_host(module, config)
+        if config.base_signature is None:
+            keys = getattr(injector, "signature_keys", None)
+            config = config.replace(base_signature={k: v for k, v in found.items() if keys is None or k in keys})
+        if config.target_component is None and injector.component is not None:
+            config = config.replace(target_component=injector.component)
+    except BaseException:
+        if created:
+            drop_state(module)
+        raise
+    if created:
+        state.requires_grad_backup = [(p, p.requires_grad) for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        injector.add_adapter(module, config, name)
+    except BaseException:
+        injector.remove_layers(module, name)
+        injector.remove_adapter(module, name)
+        if created:
+            _restore_host(module, state)
+        raise
+    state.adapters[name] = AdapterRecord(name=name, method=spec.name, config=config)
+    state.active.append(name)
+    state.weights[name] = 1.0
+    for p in injector.adapter_parameters(module, name):
+        p.requires_grad_(trainable)
+    _push(module, state)
+    return config
+
+
+def _default_name(host: Any, method: str) -> str:
+    taken = {n for _, _, s in _states(host) for n in s.adapters}
+    if method not in taken:
+        return method
+    i = 1
+    while f"{method}_{i}" in taken:
+        i += 1
+    return f"{method}_{i}"
+
+
+# ------------------------------------------------------------------------------------------------ inject / load
+def inject(host: Any, config: AdapterConfig, adapter_name: str = "default") -> Any:
+    """Freeze the host and add a fresh, trainable adapter. Returns `host` (mutated in place).
+
+    Args:
+        host: a diffusers pipeline or a model (UNet, timm model, SAM, any `nn.Module` the method supports).
+        config (`AdapterConfig`): the method's config; its class decides the method.
+        adapter_name (`str`): name to refer to this adapter by.
+    """
+    if not isinstance(config, AdapterConfig):
+        raise BadInputError(f"config must be an AdapterConfig subclass instance, got {type(config).__name__}")
+    component = config.target_component or get_method(config.method).injector_cls.component
+    _inject_into(hosts.resolve_target(host, component), config, adapter_name, trainable=True)
+    return host
+
+
+def _read_source(path: str, method: str | None) -> list[tuple[str | None, AdapterConfig, dict[str, torch.Tensor]]]:
+    """(name hint, config, state dict) for each adapter found at `path`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"adapter path not found: {path!r}")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_NAME)) and method in (None, "vadapters"):
+        data = read_config_dict(path)
+        config = get_method(data["method"]).config_cls.from_dict(data)
+        weights = os.path.join(path, WEIGHTS_NAME)
+        if not os.path.isfile(weights):
+            raise CheckpointError(f"{path!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
+        tensors, meta = load_tensors(weights)
+        if meta.get("method", config.method) != config.method:
+            raise CheckpointError(
+                f"{weights} says method {meta.get('method')!r} but the config says {config.method!r}"
+            )
+        return [(None, config, tensors)]
+    if os.path.isfile(path) and method is None:
+        meta_config = None
+        with contextlib.suppress(CheckpointError):
+            from vadapters.core.io import read_metadata
+
+            meta_config = config_from_metadata(read_metadata(path))
+        if meta_config is not None:
+            tensors, _ = load_tensors(path)
+            config = get_method(meta_config["method"]).config_cls.from_dict(meta_config)
+            return [(None, config, tensors)]
+    specs = [get_method(method)] if method else [s for s in all_specs() if s.detect is not None and s.detect(path)]
+    if specs:
+        spec = specs[0]
+        if spec.convert is None:
+            raise CheckpointError(f"method {spec.name!r} has no converter for official checkpoints")
+        config, tensors = spec.convert(path)
+        return [(None, config, tensors)]
+    if os.path.isdir(path):
+        subs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, CONFIG_NAME)))
+        if subs:
+            return [(d, *_read_source(os.path.join(path, d), None)[0][1:]) for d in subs]
+        raise CheckpointError(
+            f"{path!r} holds no {CONFIG_NAME} and no official checkpoint layout vadapters recognises; "
+            "pass method=... to force a converter"
+        )
+    load_tensors(path)  # raises a precise error for pickles / truncated / foreign files
+    raise CheckpointError(f"{path!r} is a safetensors file without a vadapters config; pass method=... to convert")
+
+
+def load_adapter_state_dict(
+    module: nn.Module, adapter_name: str, state_dict: dict[str, torch.Tensor], strict: bool = True
+) -> None:
+    """Copy `state_dict` into adapter `adapter_name` on `module`, with exact key and shape accounting."""
+    state = get_state(module)
+    if state is None or adapter_name not in state.adapters:
+        raise BadInputError(f"no adapter named {adapter_name!r} on this module")
+    record = state.adapters[adapter_name]
+    slots = _injector(record.method).adapter_slots(module, adapter_name)
+    missing = sorted(set(slots) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(slots))
+    bad_shapes = []
+    for key in sorted(set(slots) & set(state_dict)):
+        owner, attr, is_buffer = slots[key]
+        want = (owner._buffers if is_buffer else owner._parameters)[attr].shape
+        if tuple(state_dict[key].shape) != tuple(want):
+            bad_shapes.append(f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(want)}")
+    if bad_shapes:
+        raise IncompatibleBaseError(
+            f"{len(bad_shapes)} tensor shape(s) do not match this model: "
+            + "; ".join(bad_shapes[:6])
+            + (" ..." if len(bad_shapes) > 6 else "")
+            + f". The adapter was made for {hosts.describe_signature(record.config.base_signature)}; "
+            f"this model is {hosts.describe_signature(hosts.signature(module))}."
+        )
+    if missing or unexpected:
+        message = (
+            f"adapter {adapter_name!r} ({record.method}): {len(missing)} missing key(s) {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}, {len(unexpected)} unexpected key(s) {unexpected[:6]}"
+            f"{' ...' if len(unexpected) > 6 else ''}"
+        )
+        if strict:
+            raise CheckpointError(message + "; pass strict=False to load what matches")
+        warnings.warn(message, stacklevel=3)
+    for key in sorted(set(slots) & set(state_dict)):
+        copy_into_slot(slots[key], state_dict[key])
+
+
+def load(
+    host: Any,
+    path: str | os.PathLike,
+    adapter_name: str | None = None,
+    *,
+    strict: bool = True,
+    is_trainable: bool = False,
+    method: str | None = None,
+    weight: float | None = None,
+    **config_overrides: Any,
+) -> Any:
+    """Load an adapter folder, single file, or official checkpoint into `host`. Returns `host`.
+
+    Args:
+        host: a diffusers pipeline or model.
+        path: a vadapters folder (`adapter_config.json` + `adapter_model.safetensors`), a single-file
+            `.safetensors` written by vadapters, or an official checkpoint a method recognises (e.g. the
+            ResAdapter two-file folder).
+        adapter_name (`str`, optional): defaults to the method name (then `<method>_1`, ...).
+        strict (`bool`): raise on missing or unexpected keys (shape mismatches always raise).
+        is_trainable (`bool`): leave the adapter's parameters trainable (frozen by default, as PEFT).
+        method (`str`, optional): force a method's converter for an official checkpoint.
+        weight (`float`, optional): adapter weight to set after loading.
+        **config_overrides: config fields to change at load time (e.g. `norm_blend=0.5` for ResAdapter).
+    """
+    sources = _read_source(os.fspath(path), method)
+    loaded = []
+    try:
+        for hint, config, tensors in sources:
+            if config_overrides:
+                config = config.replace(**config_overrides)
+            name = adapter_name if adapter_name is not None and len(sources) == 1 else None
+            name = name or hint or _default_name(host, config.method)
+            component = config.target_component or get_method(config.method).injector_cls.component
+            if not hosts.is_pipeline(host):
+                component = None
+            module = hosts.resolve_target(host, component)
+            _inject_into(module, config, name, trainable=is_trainable)
+            loaded.append((module, name))
+            load_adapter_state_dict(module, name, tensors, strict=strict)
+            if weight is not None:
+                state = get_state(module)
+                state.weights[name] = float(weight)
+                _push(module, state)
+    except BaseException:
+        for module, name in reversed(loaded):
+            state = get_state(module)
+            if state is not None and name in state.adapters:
+                _remove(module, state, name)
+        raise
+    return host
+
+
+from_pretrained = load
+
+
+def save_pretrained(
+    host: Any,
+    directory: str | os.PathLike,
+    adapter_names: Sequence[str] | None = None,
+    *,
+    single_file: bool = False,
+    dtype: torch.dtype | None = None,
+) -> list[str]:
+    """Save adapters as `adapter_config.json` + `adapter_model.safetensors` (atomic writes).
+
+    One adapter goes in `directory` itself; several go in `directory/<name>/`. With `single_file=True`,
+    `directory` is a `.safetensors` path and the config is embedded in its metadata. Returns written paths.
+    """
+    directory = os.fspath(directory)
+    items = [
+        (component, module, state, name)
+        for component, module, state in _states(host)
+        for name in state.adapters
+        if adapter_names is None or name in adapter_names
+    ]
+    if not items:
+        raise AdapterStateError(
+            "there are no adapters to save on this host" + (f" named {adapter_names}" if adapter_names else "")
+        )
+    if single_file and len(items) != 1:
+        raise BadInputError("single_file=True saves exactly one adapter; pass adapter_names=[...]")
+    written = []
+    for component, module, state, name in items:
+        record = state.adapters[name]
+        config = record.config
+        if component is not None and config.target_component != component:
+            config = config.replace(target_component=component)
+        tensors = _injector(record.method).adapter_state_dict(module, name)
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        metadata = {"format": "pt", "method": record.method, "vadapters_version": __version__, "adapter_name": name}
+        if single_file:
+            metadata[CONFIG_METADATA_KEY] = config.to_json_string()
+            _save_tensors(tensors, directory, metadata)
+            return [directory]
+        target = directory if len(items) == 1 else os.path.join(directory, name)
+        os.makedirs(target, exist_ok=True)
+        _save_tensors(tensors, os.path.join(target, WEIGHTS_NAME), metadata)
+        written += [os.path.join(target, WEIGHTS_NAME), config.save_pretrained(target)]
+    return written
+
+
+# ------------------------------------------------------------------------------------------- adapter management
+def list_adapters(host: Any) -> dict[str, str]:
+    """`{adapter name: method}` of every adapter on `host`."""
+    return {n: r.method for _, _, s in _states(host) for n, r in s.adapters.items()}
+
+
+def active_adapters(host: Any) -> list[str]:
+    return [n for _, _, s in _states(host) for n in s.active]
+
+
+def get_adapter_config(host: Any, adapter_name: str) -> AdapterConfig:
+    for _, _, state in _states(host):
+        if adapter_name in state.adapters:
+            return state.adapters[adapter_name].config
+    raise BadInputError(f"no adapter named {adapter_name!r}; adapters: {sorted(list_adapters(host))}")
+
+
+def _normalise_weights(names: list[str], weights: Any) -> dict[str, float]:
+    if weights is None:
+        return dict.fromkeys(names, 1.0)
+    if isinstance(weights, (int, float)):
+        return {n: float(weights) for n in names}
+    if isinstance(weights, dict):
+        return {n: float(weights.get(n, 1.0)) for n in names}
+    weights = list(weights)
+    if len(weights) != len(names):
+        raise BadInputError(f"got {len(weights)} weights for {len(names)} adapters")
+    return {n: float(w) for n, w in zip(names, weights)}
+
+
+def set_adapters(host: Any, names: str | Sequence[str], weights: float | Sequence[float] | dict | None = None) -> None:
+    """Choose which adapters run and with which weights (others stay loaded but inactive)."""
+    names = [names] if isinstance(names, str) else list(names)
+    known = list_adapters(host)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BadInputError(f"unknown adapter(s) {unknown}; loaded: {sorted(known)}")
+    values = _normalise_weights(names, weights)
+    for _, module, state in _states(host):
+        if state.fused:
+            raise AdapterStateError("adapters are fused; call unfuse() before changing them")
+        state.active = [n for n in names if n in state.adapters]
+        state.weights.update({n: w for n, w in values.items() if n in state.adapters})
+        _push(module, state)
+
+
+def delete_adapter(host: Any, adapter_name: str) -> None:
+    """Remove one adapter; the host returns to its original modules when the last one goes."""
+    for _, module, state in _states(host):
+        if adapter_name in state.adapters:
+            if state.fused:
+                raise AdapterStateError("adapters are fused; call unfuse() first")
+            _remove(module, state, adapter_name)
+            return
+    raise BadInputError(f"no adapter named {adapter_name!r}; adapters: {sorted(list_adapters(host))}")
+
+
+def unload(host: Any) -> Any:
+    """Remove every adapter and restore every original module, processor, value and `requires_grad` flag."""
+    for _, module, state in _states(host):
+        if state.fused:
+            unfuse(module)
+        for name in list(state.adapters):
+            _remove(module, state, name)
+    return host
+
+
+@contextlib.contextmanager
+def disabled(host: Any) -> Iterator[Any]:
+    """Run the base model: `with vadapters.disabled(pipe): pipe(...)`. Restores the previous state."""
+    saved = [(module, state, state.disabled) for _, module, state in _states(host)]
+    for module, state, _ in saved:
+        if state.fused:
+            raise AdapterStateError("adapters are fused into the weights; call unfuse() to disable them")
+        state.disabled = True
+        _push(module, state)
+    try:
+        yield host
+    finally:
+        for module, state, old in saved:
+            state.disabled = old
+            _push(module, state)
+
+
+@contextlib.contextmanager
+def scaled(host: Any, weights: dict[str, float]) -> Iterator[Any]:
+    """Temporarily change adapter weights: `with vadapters.scaled(pipe, {"res": 0.5}): ...`."""
+    known = list_adapters(host)
+    unknown = [n for n in weights if n not in known]
+    if unknown:
+        raise BadInputError(f"unknown adapter(s) {unknown}; loaded: {sorted(known)}")
+    saved = [(module, state, dict(state.weights)) for _, module, state in _states(host)]
+    for module, state, _ in saved:
+        if state.fused:
+            raise AdapterStateError("adapters are fused; call unfuse() before rescaling")
+        state.weights.update({n: float(w) for n, w in weights.items() if n in state.adapters})
+        _push(module, state)
+    try:
+        yield host
+    finally:
+        for module, state, old in saved:
+            state.weights = old
+            _push(module, state)
+
+
+@contextlib.contextmanager
+def using(host: Any, names: str | Sequence[str], weights: Any = None) -> Iterator[Any]:
+    """Temporarily run only `names`: `with vadapters.using(pipe, "res", 0.7): ...`."""
+    saved = [(module, state, list(state.active), dict(state.weights)) for _, module, state in _states(host)]
+    set_adapters(host, names, weights)
+    try:
+        yield host
+    finally:
+        for module, state, active, old in saved:
+            state.active, state.weights = active, old
+            _push(module, state)
+
+
+# ------------------------------------------------------------------------------------------------------ fusing
+def _adapter_layers(module: nn.Module) -> list[tuple[str, AdapterLayer]]:
+    return [(p, m) for p, m in module.named_modules() if isinstance(m, AdapterLayer)]
+
+
+def fuse(host: Any, adapter_names: Sequence[str] | None = None, safe: bool = True) -> Any:
+    """Fold active adapters (at their current weights) into the base weights, in fp32, exactly reversibly."""
+    for _, module, state in _states(host):
+        if state.fused:
+            raise AdapterStateError("adapters are already fused; call unfuse() first")
+        names = [n for n in (adapter_names or state.active) if n in state.adapters and n in state.active]
+        for n in names:
+            if not get_method(state.adapters[n].method).supports_merge:
+                raise AdapterStateError(f"method {state.adapters[n].method!r} has no weight delta to fuse")
+        done = []
+        try:
+            for _, layer in _adapter_layers(module):
+                layer.merge(names, safe=safe)
+                done.append(layer)
+        except BaseException:
+            for layer in done:
+                layer.unmerge()
+            raise
+        state.fused = True
+    return host
+
+
+def unfuse(host: Any) -> Any:
+    """Restore the exact pre-fuse base weights (from a backup, not by subtraction)."""
+    for _, module, state in _states(host):
+        for _, layer in _adapter_layers(module):
+            layer.unmerge()
+        state.fused = False
+    return host
+
+
+def merge_and_unload(host: Any) -> Any:
+    """Fuse the active adapters and remove every wrapper: a plain model with the adapter baked in."""
+    fuse(host)
+    for _, module, state in _states(host):
+        for _, layer in _adapter_layers(module):
+            layer.forget_merge_backup()
+        state.fused = False
+        # Methods without layers (e.g. processors) are not mergeable, so fuse() already refused them.
+        for name in list(state.adapters):
+            _remove(module, state, name)
+    return host
+
+
+def print_trainable_parameters(host: Any) -> tuple[int, int]:
+    """Print and return `(trainable, total)` parameter counts, PEFT style."""
+    trainable = total = 0
+    for _, module in hosts.adapted_modules(host):
+        for p in module.parameters():
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+    pct = 100.0 * trainable / max(total, 1)
+    print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {pct:.4f}")
+    return trainable, total

@@ -1,0 +1,117 @@
+"""Safe, atomic weight and config IO. Never unpickles.
+
+Adapters are stored as `adapter_config.json` + `adapter_model.safetensors`; the method and version are also
+written into the safetensors header metadata, and a single-file form keeps the whole config there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from typing import Any
+
+import torch
+
+from vadapters.errors import CheckpointError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_METADATA_KEY = "vadapters_config"
+
+
+def _atomic_replace(path: str, write) -> None:
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write text so that a crash leaves either the old file or the new one, never half of one."""
+    _atomic_replace(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def sniff_format(path: str) -> str:
+    """Guess a weight file's format from its first bytes: safetensors, pickle, torch-zip, or unknown."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a safetensors file (tensors made contiguous and unshared first)."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    payload = save(clean, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    _atomic_replace(path, lambda fh: fh.write(payload))
+
+
+def load_tensors(path: str, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; refuses pickles and explains truncated or foreign files."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weight file not found: {path!r}")
+    size = os.path.getsize(path)
+    kind = sniff_format(path)
+    if kind in ("pickle", "torch-zip"):
+        raise CheckpointError(
+            f"{path!r} is a pickled PyTorch file ({kind}); vadapters never unpickles adapter weights. "
+            "Convert it to safetensors (e.g. safetensors.torch.save_file(torch.load(p, weights_only=True), out))."
+        )
+    if kind != "safetensors":
+        raise CheckpointError(f"{path!r} is not a safetensors file (size {size} bytes, unknown header)")
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+    if 8 + header_len > size:
+        raise CheckpointError(f"{path!r} is truncated: header says {header_len} bytes, file has {size}")
+    try:
+        tensors = {}
+        with safe_open(path, framework="pt", device=str(device)) as fh:
+            metadata = dict(fh.metadata() or {})
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a dict
+                tensors[key] = fh.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path!r} is corrupt or truncated: {exc}") from exc
+    return tensors, metadata
+
+
+def read_metadata(path: str) -> dict[str, str]:
+    """Header metadata of a safetensors file without loading tensors."""
+    from safetensors import safe_open
+
+    if sniff_format(path) != "safetensors":
+        return {}
+    try:
+        with safe_open(path, framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {})
+    except Exception:  # noqa: BLE001 - a broken header is reported by load_tensors
+        return {}
+
+
+def config_from_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
+    raw = metadata.get(CONFIG_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"the embedded adapter config is not valid JSON: {exc}") from exc

@@ -1,0 +1,110 @@
+"""`AdapterLayer`: the wrapper every weight-level adapter module derives from.
+
+A layer wraps one original module (`base_layer`, kept unchanged) and holds per-adapter containers
+(`nn.ModuleDict` / `nn.ParameterDict` keyed by adapter name, as PEFT does), so several named adapters can live
+on one host and be switched, weighted, disabled, fused and removed without touching the original module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vadapters.errors import AdapterStateError
+
+
+class AdapterLayer(nn.Module):
+    """Base for wrappers. Subclasses set `method`, `adapter_layer_names` and implement `forward`.
+
+    Subclasses that change the base weights' effect additively implement `merged_parameters`, which returns
+    new values for some of `base_layer`'s parameters; `merge` / `unmerge` then work exactly (the originals are
+    backed up, never recomputed by subtraction).
+    """
+
+    method: str = ""
+    adapter_layer_names: tuple[str, ...] = ()
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.active_adapters: list[str] = []
+        self.adapter_weights: dict[str, float] = {}
+        self.disabled = False
+        self.merged_adapters: list[str] = []
+        self._merge_backup: dict[str, torch.Tensor] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        names: list[str] = []
+        for container in self.adapter_layer_names:
+            for key in getattr(self, container):
+                if key not in names:
+                    names.append(key)
+        return names
+
+    def set_adapters(self, names: list[str], weights: dict[str, float], disabled: bool) -> None:
+        present = set(self.adapter_names)
+        self.active_adapters = [n for n in names if n in present]
+        self.adapter_weights = {n: float(weights.get(n, 1.0)) for n in present}
+        self.disabled = disabled
+
+    def effective_adapters(self) -> list[tuple[str, float]]:
+        """(name, weight) pairs the forward pass should apply now (not disabled, not already merged)."""
+        if self.disabled:
+            return []
+        return [(n, self.adapter_weights.get(n, 1.0)) for n in self.active_adapters if n not in self.merged_adapters]
+
+    def delete_adapter(self, name: str) -> None:
+        if self.merged_adapters:
+            raise AdapterStateError("unfuse the adapters before deleting one")
+        for container in self.adapter_layer_names:
+            holder = getattr(self, container)
+            if name in holder:
+                del holder[name]
+        self.active_adapters = [n for n in self.active_adapters if n != name]
+        self.adapter_weights.pop(name, None)
+        self.on_delete(name)
+
+    def on_delete(self, name: str) -> None:
+        """Hook for subclasses that keep extra per-adapter dicts."""
+
+    # -- merging -------------------------------------------------------------------------------------------
+    def merged_parameters(self, adapters: list[tuple[str, float]]) -> dict[str, torch.Tensor]:
+        """New values for `base_layer` parameters with `adapters` folded in. Override to support fuse."""
+        raise AdapterStateError(f"{type(self).__name__} has no weight delta to fuse")
+
+    def merge(self, names: list[str], safe: bool = True) -> None:
+        if self.merged_adapters:
+            raise AdapterStateError("adapters are already fused; call unfuse() first")
+        adapters = [(n, self.adapter_weights.get(n, 1.0)) for n in names if n in self.adapter_names]
+        if not adapters or self.disabled:
+            return
+        new_values = self.merged_parameters(adapters)
+        if safe:
+            for key, value in new_values.items():
+                if not torch.isfinite(value).all():
+                    raise AdapterStateError(f"fusing {names} gives non-finite values in {key}; nothing was changed")
+        params = dict(self.base_layer.named_parameters(recurse=False))
+        for key in new_values:
+            self._merge_backup[key] = params[key].data.clone()
+        with torch.no_grad():
+            for key, value in new_values.items():
+                params[key].data.copy_(value.to(params[key].dtype))
+        self.merged_adapters = [n for n, _ in adapters]
+
+    def unmerge(self) -> None:
+        params = dict(self.base_layer.named_parameters(recurse=False))
+        with torch.no_grad():
+            for key, value in self._merge_backup.items():
+                params[key].data.copy_(value)
+        self._merge_backup = {}
+        self.merged_adapters = []
+
+    def forget_merge_backup(self) -> None:
+        """Keep fused values as the new base (used by `merge_and_unload`)."""
+        self._merge_backup = {}
+        self.merged_adapters = []
+
+    def extra_repr(self) -> str:
+        return f"adapters={self.adapter_names}, active={self.active_adapters}"
