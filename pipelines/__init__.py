@@ -1,1 +1,5 @@
-"""vadapters."""
+"""Diffusers-style pipelines and pipeline helpers (installed as `vadapters.pipelines`)."""
+
+from vadapters.pipelines.loading import load_pipeline, save_image, side_by_side, to_uint8
+
+__all__ = ["load_pipeline", "save_image", "side_by_side", "to_uint8"]

@@ -1,0 +1,26 @@
+"""Test configuration: offline before anything imports huggingface_hub, few threads, shared tiny hosts."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("VADAPTERS_NO_PROGRESS", "1")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+OFFICIAL = REPO.parent / "shared" / "fixtures" / "official" / "resadapter"
+
+
+@pytest.fixture(scope="session")
+def official_dir() -> pathlib.Path:
+    if not OFFICIAL.is_dir():
+        pytest.skip(f"official ResAdapter fixtures not found at {OFFICIAL}")
+    return OFFICIAL

@@ -1,0 +1,293 @@
+"""`vadapters` command line: list, info, generate, train, export, demo.
+
+The CLI calls the same public functions a library user calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _parse_adapter(spec: str) -> tuple[str, float | None]:
+    """`DIR` or `DIR:WEIGHT` (the weight is the last colon-separated float, if any)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+def cmd_list(args: argparse.Namespace) -> int:
+    from vadapters.core.registry import all_specs
+
+    for spec in all_specs():
+        merge = "fuse" if spec.supports_merge else "-"
+        print(f"{spec.name:<16} hosts={','.join(spec.hosts):<18} {merge:<5} {spec.description}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vadapters.core.api import _read_source
+
+    for hint, config, tensors in _read_source(args.path, args.method):
+        n = sum(t.numel() for t in tensors.values())
+        print(
+            json.dumps({"name": hint, "config": config.to_dict(), "tensors": len(tensors), "parameters": n}, indent=2)
+        )
+        if args.keys:
+            for key in sorted(tensors):
+                print(f"  {key} {tuple(tensors[key].shape)} {str(tensors[key].dtype).removeprefix('torch.')}")
+    return 0
+
+
+def _generate(pipe: Any, args: argparse.Namespace, height: int, width: int):
+    import torch
+
+    from vadapters.pipelines import to_uint8
+
+    generator = torch.Generator("cpu").manual_seed(args.seed)
+    out = pipe(
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        height=height,
+        width=width,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        generator=generator,
+        output_type="np",
+    )
+    return to_uint8(out.images)[0]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import vadapters
+    from vadapters.pipelines import load_pipeline, save_image, side_by_side
+
+    pipe = load_pipeline(args.pipeline)
+    names, weights = [], []
+    for spec in args.adapter or []:
+        path, weight = _parse_adapter(spec)
+        before = set(vadapters.list_adapters(pipe))
+        vadapters.load(pipe, path, method=args.method)
+        new = [n for n in vadapters.list_adapters(pipe) if n not in before]
+        names += new
+        weights += [1.0 if weight is None else weight] * len(new)
+    if names:
+        vadapters.set_adapters(pipe, names, weights)
+    sizes = [(args.height, args.width)]
+    if args.sweep:
+        sizes = [tuple(int(v) for v in s.split("x")) if "x" in s else (int(s), int(s)) for s in args.sweep.split(",")]
+    tiles = []
+    for h, w in sizes:
+        image = _generate(pipe, args, h, w)
+        if args.compare and names:
+            with vadapters.disabled(pipe):
+                base = _generate(pipe, args, h, w)
+            image = side_by_side([base, image])
+        tiles.append(image)
+    path = save_image(side_by_side(tiles) if len(tiles) > 1 else tiles[0], args.out, scale=args.scale)
+    print(f"wrote {path} ({', '.join(f'{h}x{w}' for h, w in sizes)}; adapters: {dict(zip(names, weights)) or 'none'})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vadapters.train import train_adapter
+
+    overrides = _parse_sets(args.set)
+    for key in ("rank", "alpha"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    summary = train_adapter(
+        args.method,
+        pipeline=args.pipeline,
+        data=args.data,
+        output_dir=args.out,
+        resolutions=args.resolutions,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        config_overrides=overrides,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import vadapters
+    from vadapters.core.api import _read_source
+
+    sources = _read_source(args.path, args.method)
+    if len(sources) != 1:
+        raise SystemExit(f"{args.path} holds {len(sources)} adapters; export one folder at a time")
+    _, config, tensors = sources[0]
+    if args.to in ("official", "kohya"):
+        if config.method != "res_adapter":
+            raise SystemExit(f"--to {args.to} exists for res_adapter only, not {config.method}")
+        from vadapters.methods.res_adapter.conversion import export_official
+
+        written = export_official(tensors, config, args.out)
+    else:
+        from vadapters.core.io import CONFIG_METADATA_KEY, WEIGHTS_NAME, save_tensors
+
+        meta = {"format": "pt", "method": config.method, "vadapters_version": vadapters.__version__}
+        if args.to == "single-file":
+            meta[CONFIG_METADATA_KEY] = config.to_json_string()
+            save_tensors(tensors, args.out, meta)
+            written = [args.out]
+        else:
+            os.makedirs(args.out, exist_ok=True)
+            save_tensors(tensors, os.path.join(args.out, WEIGHTS_NAME), meta)
+            written = [os.path.join(args.out, WEIGHTS_NAME), config.save_pretrained(args.out)]
+    print("\n".join(f"wrote {p}" for p in written))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a ResAdapter briefly on synthetic discs with the tiny pipeline, then generate at several sizes."""
+    import vadapters
+    from vadapters.pipelines import load_pipeline, save_image, side_by_side
+    from vadapters.train import train_adapter
+
+    start = time.time()
+    adapter_dir = os.path.join(args.out, "res_adapter")
+    summary = train_adapter(
+        "res_adapter",
+        pipeline=None,
+        data="synthetic",
+        output_dir=adapter_dir,
+        resolutions="16,24,32",
+        steps=args.steps,
+        batch_size=4,
+        learning_rate=1e-3,
+        config_overrides={"rank": 4, "alpha": 4.0},
+        seed=0,
+        checkpoint_every=max(args.steps, 1),
+        validate_every=0,
+    )
+    pipe = load_pipeline(None)
+    vadapters.load(pipe, adapter_dir, adapter_name="res")
+    ns = argparse.Namespace(
+        prompt="a red disc on a blue to green background", negative_prompt=None, steps=4, guidance_scale=1.0, seed=0
+    )
+    rows = []
+    for h, w in ((24, 24), (32, 48), (48, 32)):
+        with_adapter = _generate(pipe, ns, h, w)
+        with vadapters.disabled(pipe):
+            without = _generate(pipe, ns, h, w)
+        rows.append(side_by_side([without, with_adapter]))
+    path = save_image(side_by_side(rows, pad=6), os.path.join(args.out, "demo.png"), scale=4)
+    print(
+        f"trained {summary.get('steps')} steps; adapter in {adapter_dir}; comparison grid (base | adapter) in {path}"
+    )
+    print(f"demo took {time.time() - start:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    import vadapters
+
+    parser = argparse.ArgumentParser(prog="vadapters", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vadapters {vadapters.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the installed adapter methods")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="describe an adapter folder, single file, or official checkpoint")
+    p.add_argument("path")
+    p.add_argument("--method", help="force a method's converter for an official checkpoint")
+    p.add_argument("--keys", action="store_true", help="also list every tensor")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("generate", help="text-to-image with adapters (tiny embedded pipeline by default)")
+    p.add_argument("--pipeline", help="local diffusers pipeline folder (default: the embedded tiny pipeline)")
+    p.add_argument("--adapter", action="append", help="adapter folder/file, optionally DIR:WEIGHT; repeatable")
+    p.add_argument("--method", help="force a converter for official checkpoints (e.g. res_adapter)")
+    p.add_argument("--prompt", default="a red disc on a blue to green background")
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--height", type=int, default=32)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--sweep", help="comma list of sizes (S or HxW) to generate instead of --height/--width")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", action="store_true", help="put the output without adapters on the left")
+    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the saved PNG (tiny images)")
+    p.add_argument("--out", required=True, help="output PNG path")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train an adapter with HF Accelerate (resumable)")
+    p.add_argument("method", help="adapter method, e.g. res_adapter")
+    p.add_argument("--pipeline", help="local diffusers pipeline folder (default: the embedded tiny pipeline)")
+    p.add_argument("--data", default="synthetic", help="image folder with captions, or 'synthetic'")
+    p.add_argument("--out", required=True, help="output folder (adapter, checkpoints, logs)")
+    p.add_argument("--resolutions", default="16,24,32", help="bucket sizes: comma list of S or HxW")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--set", action="append", default=[], help="extra config field KEY=VALUE; repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--validate-every", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="convert an adapter to another format")
+    p.add_argument("path", help="adapter folder/file or official checkpoint")
+    p.add_argument("--to", choices=("vadapters", "single-file", "official", "kohya"), default="vadapters")
+    p.add_argument("--method", help="force a converter for official checkpoints")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="main job on the embedded default: train a ResAdapter, then generate")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--steps", type=int, default=30)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vadapters.errors import VAdaptersError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VAdaptersError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
