@@ -29,7 +29,15 @@ from vadapters._version import __version__
 from vadapters.core import hosts
 from vadapters.core.config import AdapterConfig, read_config_dict
 from vadapters.core.injector import BaseInjector, copy_into_slot
-from vadapters.core.io import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME, config_from_metadata, load_tensors
+from vadapters.core.io import (
+    CONFIG_METADATA_KEY,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    config_from_metadata,
+    load_tensors,
+    read_metadata,
+    sniff_format,
+)
 from vadapters.core.io import save_tensors as _save_tensors
 from vadapters.core.layers import AdapterLayer
 from vadapters.core.registry import all_specs, get_method
@@ -174,11 +182,11 @@ def _read_source(path: str, method: str | None) -> list[tuple[str | None, Adapte
                 f"{weights} says method {meta.get('method')!r} but the config says {config.method!r}"
             )
         return [(None, config, tensors)]
+    if os.path.isfile(path) and sniff_format(path) != "safetensors":
+        load_tensors(path)  # raises a precise error for pickles, truncated and foreign files
     if os.path.isfile(path) and method is None:
         meta_config = None
         with contextlib.suppress(CheckpointError):
-            from vadapters.core.io import read_metadata
-
             meta_config = config_from_metadata(read_metadata(path))
         if meta_config is not None:
             tensors, _ = load_tensors(path)

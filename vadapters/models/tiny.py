@@ -62,7 +62,14 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def _finish(module: torch.nn.Module) -> torch.nn.Module:
-    return module.to(device="cpu", dtype=torch.float32).eval()
+    """Put ``module`` in eval mode, checking it is the fp32 CPU model every builder promises."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.device.type != "cpu" or (tensor.is_floating_point() and tensor.dtype != torch.float32):
+            raise RuntimeError(f"{type(module).__name__} built with a {tensor.dtype} tensor on {tensor.device}")
+    return module.eval()
+
+
+_LATENT_IO = {"sample_size": 16, "in_channels": 4, "out_channels": 4}
 
 
 def tiny_unet_config() -> dict[str, Any]:
@@ -73,9 +80,7 @@ def tiny_unet_config() -> dict[str, Any]:
         (32, 64, 64)
     """
     return {
-        "sample_size": 16,
-        "in_channels": 4,
-        "out_channels": 4,
+        **_LATENT_IO,
         "block_out_channels": (32, 64, 64),
         "layers_per_block": 1,
         "norm_num_groups": 8,
@@ -90,16 +95,14 @@ def tiny_sdxl_unet_config() -> dict[str, Any]:
     """Return the config of the tiny SDXL-style UNet (``text_time`` added conditioning, two text encoders).
 
     ``projection_class_embeddings_input_dim`` is ``6 * addition_time_embed_dim`` (original size, crop, target size)
-    plus the projection width of the second text encoder (32).
+    plus the projection width of the second text encoder (32); ``cross_attention_dim`` is 32 + 32.
 
     Example:
         >>> tiny_sdxl_unet_config()["projection_class_embeddings_input_dim"]
         80
     """
     return {
-        "sample_size": 16,
-        "in_channels": 4,
-        "out_channels": 4,
+        **_LATENT_IO,
         "block_out_channels": (32, 64),
         "layers_per_block": 1,
         "norm_num_groups": 8,
@@ -115,18 +118,15 @@ def tiny_sdxl_unet_config() -> dict[str, Any]:
     }
 
 
-def _animatediff_unet_config() -> dict[str, Any]:
-    return {
-        "sample_size": 16,
-        "in_channels": 4,
-        "out_channels": 4,
-        "block_out_channels": (32, 64),
-        "layers_per_block": 2,
-        "norm_num_groups": 2,
-        "cross_attention_dim": 32,
-        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-    }
+_ANIMATEDIFF_UNET = {
+    **_LATENT_IO,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "norm_num_groups": 2,
+    "cross_attention_dim": 32,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+}
 
 
 def tiny_vae_config() -> dict[str, Any]:
@@ -140,8 +140,8 @@ def tiny_vae_config() -> dict[str, Any]:
         "in_channels": 3,
         "out_channels": 3,
         "block_out_channels": (32, 64),
-        "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        "down_block_types": ("DownEncoderBlock2D",) * 2,
+        "up_block_types": ("UpDecoderBlock2D",) * 2,
         "latent_channels": 4,
         "norm_num_groups": 8,
         "sample_size": 32,
@@ -162,7 +162,7 @@ def tiny_unet(config: dict[str, Any] | None = None, seed: int = 0):
     from diffusers import UNet2DConditionModel
 
     with seeded(seed):
-        return _finish(UNet2DConditionModel(**(config if config is not None else tiny_unet_config())))
+        return _finish(UNet2DConditionModel(**(config or tiny_unet_config())))
 
 
 def tiny_vae(seed: int = 0):
@@ -322,7 +322,7 @@ def tiny_animatediff_pipeline(seed: int = 0):
             vae=tiny_vae(seed + 1),
             text_encoder=tiny_text_encoder(seed + 2),
             tokenizer=clip_tokenizer(),
-            unet=tiny_unet(_animatediff_unet_config(), seed),
+            unet=tiny_unet(dict(_ANIMATEDIFF_UNET), seed),
             motion_adapter=_finish(adapter),
             scheduler=scheduler,
             feature_extractor=None,
@@ -370,10 +370,7 @@ def tiny_sam(seed: int = 0, img_size: int = 64, patch_size: int = 8):
                 out_chans=32,
             ),
             prompt_encoder=PromptEncoder(
-                embed_dim=32,
-                image_embedding_size=(grid, grid),
-                input_image_size=(img_size, img_size),
-                mask_in_chans=8,
+                embed_dim=32, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size), mask_in_chans=8
             ),
             mask_decoder=MaskDecoder(
                 transformer_dim=32,

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import pathlib
@@ -73,6 +74,18 @@ def _vocab_and_merges(bpe_path: str) -> tuple[dict[str, int], list[str]]:
     return vocab, merges
 
 
+def _bundled_bpe() -> str:
+    """Path of open_clip's ``bpe_simple_vocab_16e6.txt.gz`` (found without importing open_clip, which is slow)."""
+    spec = importlib.util.find_spec("open_clip")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        candidate = pathlib.Path(root) / "bpe_simple_vocab_16e6.txt.gz"
+        if candidate.is_file():
+            return str(candidate)
+    from open_clip.tokenizer import default_bpe
+
+    return default_bpe()
+
+
 def _atomic_write(path: pathlib.Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -101,13 +114,24 @@ def clip_bpe_files(cache_dir: str | os.PathLike | None = None) -> tuple[pathlib.
         ('vocab.json', 'merges.txt')
     """
     folder = pathlib.Path(cache_dir) if cache_dir is not None else clip_cache_dir()
+    try:
+        return _convert_once(folder)
+    except OSError:
+        if cache_dir is not None:
+            raise
+        # Read-only home directory: fall back to a per-user folder under the system temp dir.
+        return _convert_once(
+            pathlib.Path(tempfile.gettempdir()) / f"vadapters-{getattr(os, 'getuid', lambda: 0)()}" / "clip_bpe"
+        )
+
+
+def _convert_once(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
     if vocab_path.is_file() and merges_path.is_file():
         return vocab_path, merges_path
-    from open_clip.tokenizer import default_bpe
-
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _vocab_and_merges(default_bpe())
+    vocab, merges = _vocab_and_merges(_bundled_bpe())
+    # merges first, vocab last: a present vocab.json means both files are complete.
     _atomic_write(merges_path, "#version: 0.2\n" + "\n".join(merges) + "\n")
     _atomic_write(vocab_path, json.dumps(vocab, ensure_ascii=False))
     return vocab_path, merges_path
@@ -115,6 +139,9 @@ def clip_bpe_files(cache_dir: str | os.PathLike | None = None) -> tuple[pathlib.
 
 def clip_tokenizer(max_length: int = 77):
     """Build a ``transformers.CLIPTokenizer`` equal to OpenAI CLIP's, without touching the network.
+
+    Ids match open_clip's tokenizer for ordinary text; the one difference is Hugging Face's: a literal
+    ``<|startoftext|>`` / ``<|endoftext|>`` inside a prompt is read as the special token.
 
     Args:
         max_length: The tokenizer's ``model_max_length`` (77 for every Stable Diffusion text encoder).

@@ -121,9 +121,11 @@ def convert(path: str) -> tuple[ResAdapterConfig, dict[str, torch.Tensor]]:
     if os.path.isdir(path):
         lora_path, norm_path = _find(path, LORA_FILES), _find(path, NORM_FILES)
     else:
-        base = os.path.basename(path)
-        lora_path = path if base in LORA_FILES else None
-        norm_path = path if base in NORM_FILES else None
+        keys = list(load_tensors(path)[0]) if os.path.isfile(path) else []
+        is_lora = bool(keys) and all(_KOHYA_KEY.match(k) for k in keys)
+        is_norm = bool(keys) and all(_NORM_KEY.match(k) for k in keys)
+        lora_path = path if is_lora else None
+        norm_path = path if is_norm else None
     if lora_path is None and norm_path is None:
         raise CheckpointError(
             f"{path!r} is not an official ResAdapter checkpoint: expected {LORA_FILES[0]} and/or {NORM_FILES[0]}"
