@@ -65,6 +65,12 @@ def _res_config():
     return ResAdapterConfig(rank=4, alpha=2.0)
 
 
+def _toy_config():
+    import toy_methods
+
+    return toy_methods.ToyProcessorConfig()
+
+
 CASES = [
     MatrixCase(
         id="res_adapter-unet",
@@ -73,5 +79,12 @@ CASES = [
         make_inputs=_unet_inputs,
         forward=_forward_unet,
         mergeable=True,
+    ),
+    MatrixCase(
+        id="toy_processor-unet",
+        make_host=_tiny_unet,
+        make_config=_toy_config,
+        make_inputs=_unet_inputs,
+        forward=_forward_unet,
     ),
 ]

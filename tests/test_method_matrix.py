@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+import toy_methods  # noqa: F401 - registers the test-only processor method
 from matrix_cases import CASES, MatrixCase
 from safetensors.torch import load_file, save_file
 
@@ -144,6 +145,7 @@ def test_unload_restores_modules_values_and_flags_exactly(case: MatrixCase):
     module.get_parameter(next(n for n, _ in module.named_parameters())).requires_grad_(False)
     flags = {n: p.requires_grad for n, p in module.named_parameters()}
     modules = dict(module.named_modules())
+    processors = dict(getattr(module, "attn_processors", {}))
     before = _snapshot(module)
     inputs = case.make_inputs()
     base = case.run(host, inputs)
@@ -156,6 +158,8 @@ def test_unload_restores_modules_values_and_flags_exactly(case: MatrixCase):
     _assert_same_state(module, before)
     assert {n: p.requires_grad for n, p in module.named_parameters()} == flags
     assert all(modules[n] is m for n, m in module.named_modules())
+    assert processors.keys() == dict(getattr(module, "attn_processors", {})).keys()
+    assert all(processors[n] is p for n, p in getattr(module, "attn_processors", {}).items())
     assert torch.equal(case.run(host, inputs), base)
     assert vadapters.list_adapters(host) == {}
 

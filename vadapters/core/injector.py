@@ -88,11 +88,18 @@ class BaseInjector:
                 replace_module(module, path, layer.base_layer)
 
 
-def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
-    """Set the submodule at dotted `path` to `new`."""
+def replace_module(root: nn.Module, path: str, new: Any) -> None:
+    """Set the submodule at dotted `path` to `new`.
+
+    Attention processors (`....attn1.processor`) go through diffusers' `Attention.set_processor`, because the
+    original processor is usually not an `nn.Module` and plain `setattr` would refuse to replace a child module.
+    """
     parent_path, _, leaf = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, leaf, new)
+    if leaf == "processor" and hasattr(parent, "set_processor"):
+        parent.set_processor(new)
+    else:
+        setattr(parent, leaf, new)
 
 
 def copy_into_slot(slot: Slot, value: torch.Tensor) -> None:
