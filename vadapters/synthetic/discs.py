@@ -68,7 +68,9 @@ class DiscScene:
 
     @property
     def caption(self) -> str:
-        return f"a {self.disc_color} disc on a {self.background[0]} to {self.background[1]} background, {self.position}"
+        return (
+            f"a {self.disc_color} disc on a {self.background[0]} to {self.background[1]} background, {self.position}"
+        )
 
 
 class DiscScenes:

@@ -1,0 +1,270 @@
+"""The latent-diffusion recipe: train any adapter that lives on a Stable Diffusion (1.x/2.x/XL) UNet.
+
+The recipe injects the adapter (which freezes the whole UNet and leaves only the adapter trainable), then
+computes the usual denoising loss on mixed-resolution buckets: encode images with the frozen VAE and captions
+with the frozen text encoder(s), add DDPM noise at random timesteps, and regress the UNet output on the
+scheduler's target (epsilon, v or sample). It knows nothing about the method, so ResAdapter, SaRA or any
+future UNet adapter trains through it unchanged.
+
+Example:
+    >>> from vadapters.models import tiny_sd_pipeline
+    >>> from vadapters.methods.res_adapter import ResAdapterConfig
+    >>> from vadapters.train.data import make_source
+    >>> from vadapters.train.diffusion import DiffusionAdapterRecipe
+    >>> recipe = DiffusionAdapterRecipe(
+    ...     tiny_sd_pipeline(), ResAdapterConfig(rank=4, alpha=2.0), make_source("synthetic", 8), "16,24", 2
+    ... )
+    >>> batch = recipe.collate([recipe.dataset[(i, 16, 16)] for i in range(2)])
+    >>> bool(recipe.loss(batch, 0).isfinite())
+    True
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vadapters.core import hosts, inject, save_pretrained
+from vadapters.core.config import AdapterConfig
+from vadapters.core.io import _atomic_replace
+from vadapters.core.registry import get_method
+from vadapters.errors import BadInputError
+from vadapters.train.buckets import BucketBatchSampler, parse_resolutions
+from vadapters.train.data import BucketedDataset, collate_image_caption
+
+__all__ = ["DiffusionAdapterRecipe", "check_resolutions", "resolution_multiple"]
+
+
+def resolution_multiple(pipe: Any) -> int:
+    """Pixel sizes must be multiples of this: `vae_scale_factor * 2 ** (number of UNet downsamplers)`."""
+    vae_factor = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    downsamplers = sum(1 for block in pipe.unet.down_blocks if getattr(block, "downsamplers", None))
+    return int(vae_factor) * 2**downsamplers
+
+
+def check_resolutions(pipe: Any, resolutions: Any) -> list[tuple[int, int]]:
+    """Parse `resolutions` and check that the pipeline can denoise each of them; raises `BadInputError`."""
+    try:
+        sizes = parse_resolutions(resolutions)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    multiple = resolution_multiple(pipe)
+    bad = [f"{h}x{w}" for h, w in sizes if h % multiple or w % multiple]
+    if bad:
+        raise BadInputError(
+            f"resolution(s) {', '.join(bad)} are not multiples of {multiple} (= VAE scale factor x 2^UNet "
+            f"downsamplers) for this pipeline; use e.g. {', '.join(str(multiple * k) for k in (2, 3, 4))}"
+        )
+    return sizes
+
+
+class DiffusionAdapterRecipe:
+    """Denoising-loss recipe for an adapter on a diffusers Stable Diffusion / SDXL pipeline's UNet.
+
+    Args:
+        pipe: a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (any pipeline with `unet`, `vae`,
+            `tokenizer`, `text_encoder`, `scheduler`; SDXL's second encoder and added conditioning are handled).
+        config (`AdapterConfig`): the adapter to train; injected as `adapter_name` (frozen base, trainable adapter).
+        data_source: a source with `load(index, height, width)` (see `vadapters.train.data.make_source`).
+        resolutions: bucket sizes (`"16,24x32,32"` or a list); each must be a multiple of
+            `resolution_multiple(pipe)`.
+        batch_size (`int`): items per batch (every batch has one resolution).
+        adapter_name (`str`): name of the adapter on the pipeline and in the saved files.
+        caption_dropout (`float`): probability of training a sample on the empty caption.
+        validation_prompts (`list[str]`, optional): prompts of the validation grid (default: two data captions).
+        validation_resolutions: sizes of the validation grid's columns (default: the training resolutions).
+        validation_kwargs (`dict`, optional): extra pipeline arguments for validation (default:
+            `num_inference_steps=10`).
+        seed (`int`): seed of the adapter initialisation, the noise/timestep generator and validation.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        config: AdapterConfig,
+        data_source: Any,
+        resolutions: Any,
+        batch_size: int,
+        adapter_name: str = "default",
+        caption_dropout: float = 0.0,
+        validation_prompts: Sequence[str] | None = None,
+        validation_resolutions: Any = None,
+        validation_kwargs: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        from diffusers import DDPMScheduler
+
+        missing = [
+            n for n in ("unet", "vae", "tokenizer", "text_encoder", "scheduler") if getattr(pipe, n, None) is None
+        ]
+        if missing:
+            raise BadInputError(f"{type(pipe).__name__} lacks {missing}; expected a Stable Diffusion (XL) pipeline")
+        if not 0.0 <= caption_dropout <= 1.0:
+            raise BadInputError(f"caption_dropout must be in [0, 1], got {caption_dropout!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise BadInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.resolutions = check_resolutions(pipe, resolutions)
+        self.validation_resolutions = (
+            check_resolutions(pipe, validation_resolutions) if validation_resolutions else list(self.resolutions)
+        )
+        self.dataset = BucketedDataset(data_source)
+        if len(self.dataset) < batch_size:
+            raise BadInputError(f"the data has {len(self.dataset)} items, fewer than one batch of {batch_size}")
+        component = config.target_component or get_method(config.method).injector_cls.component
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            inject(pipe, config, adapter_name)
+        self.pipe, self.adapter_name, self.seed = pipe, adapter_name, int(seed)
+        self.model: nn.Module = hosts.resolve_target(pipe, component)
+        self._params = list(get_method(config.method).injector_cls().adapter_parameters(self.model, adapter_name))
+        self.source, self.batch_size, self.caption_dropout = data_source, batch_size, float(caption_dropout)
+        self.collate = collate_image_caption
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise BadInputError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config")
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.validation_prompts = list(validation_prompts or self._default_prompts())
+        self.validation_kwargs = {"num_inference_steps": 10, **(validation_kwargs or {})}
+        self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        self._unet: nn.Module = pipe.unet
+        self._text_encoder_trainable = self.model is pipe.text_encoder
+
+    # ------------------------------------------------------------------------------------------------ protocol
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self._params
+
+    def batch_sampler(self, seed: int, batch_size: int) -> BucketBatchSampler:
+        return BucketBatchSampler(len(self.dataset), batch_size, self.resolutions, seed=seed, drop_last=True)
+
+    def setup(self, accelerator: Any, model: nn.Module) -> None:
+        """Run the trained module through its prepared wrapper; move the frozen parts to the device."""
+        if self.model is self.pipe.unet:
+            self._unet = model
+        for name in ("vae", "text_encoder", "text_encoder_2", "unet"):
+            module = getattr(self.pipe, name, None)
+            if isinstance(module, nn.Module) and module is not self.model:
+                module.to(accelerator.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.pipe.unet.parameters()).device
+
+    # ---------------------------------------------------------------------------------------------------- loss
+    def _encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        latents = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.sample(generator=self.generator)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * vae.config.scaling_factor
+
+    def _tokens(self, tokenizer: Any, captions: list[str]) -> torch.Tensor:
+        ids = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return ids.to(self.device)
+
+    def _encode_prompts(self, captions: list[str], height: int, width: int) -> dict[str, Any]:
+        pipe = self.pipe
+        if not self.sdxl:
+            return {"encoder_hidden_states": pipe.text_encoder(self._tokens(pipe.tokenizer, captions))[0]}
+        hidden, pooled = [], None
+        for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+            out = encoder(self._tokens(tokenizer, captions), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled = out[0]
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=pooled.dtype, device=self.device)
+        return {
+            "encoder_hidden_states": torch.cat(hidden, dim=-1),
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)},
+        }
+
+    def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
+        """MSE between the UNet output and the scheduler's target on one batch."""
+        pixels = batch["pixel_values"]
+        captions = list(batch["captions"])
+        if self.caption_dropout > 0:
+            drop = (torch.rand(len(captions), generator=self.generator) < self.caption_dropout).tolist()
+            captions = ["" if d else c for c, d in zip(captions, drop)]
+        with torch.no_grad():
+            latents = self._encode_images(pixels)
+        with torch.set_grad_enabled(self._text_encoder_trainable):
+            cond = self._encode_prompts(captions, pixels.shape[-2], pixels.shape[-1])
+        steps = self.noise_scheduler.config.num_train_timesteps
+        noise = torch.randn(latents.shape, generator=self.generator).to(latents.device, latents.dtype)
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=self.generator).to(latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.prediction_type == "epsilon":
+            target = noise
+        elif self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = latents
+        prediction = self._unet(noisy, timesteps, **cond, return_dict=False)[0]
+        return F.mse_loss(prediction.float(), target.float())
+
+    # ------------------------------------------------------------------------------------------ validate / save
+    def _default_prompts(self) -> list[str]:
+        caption = getattr(self.source, "caption", None)
+        if caption is None:
+            return ["a photo"]
+        return [caption(i) for i in range(min(2, len(self.source)))]
+
+    def validate(self, step: int, output_dir: str) -> list[str]:
+        """Generate every prompt at every validation size (fixed seed) into `validation/step-N.png`."""
+        from PIL import Image
+
+        pipe = self.pipe
+        saved_bar = dict(getattr(pipe, "_progress_bar_config", {}))
+        pipe.set_progress_bar_config(disable=True)
+        rows = []
+        try:
+            with torch.no_grad():
+                for prompt in self.validation_prompts:
+                    row = []
+                    for height, width in self.validation_resolutions:
+                        generator = torch.Generator("cpu").manual_seed(self.seed)
+                        out = pipe(
+                            prompt, height=height, width=width, generator=generator, output_type="np",
+                            **self.validation_kwargs,
+                        )  # fmt: skip
+                        row.append((np.clip(out.images[0], 0.0, 1.0) * 255).round().astype(np.uint8))
+                    rows.append(row)
+        finally:
+            pipe._progress_bar_config = saved_bar
+        grid = _grid(rows)
+        path = os.path.join(output_dir, "validation", f"step-{step}.png")
+        buffer = io.BytesIO()
+        Image.fromarray(grid).save(buffer, format="PNG")
+        _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+        return [path]
+
+    def save(self, output_dir: str) -> list[str]:
+        """Write the adapter (`adapter_config.json` + `adapter_model.safetensors`) into `output_dir`."""
+        return save_pretrained(self.pipe, output_dir, adapter_names=[self.adapter_name])
+
+
+def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Rows of uint8 HxWx3 images (any sizes) on a grey canvas, one cell per image, top-left aligned."""
+    cell_h = max(im.shape[0] for row in rows for im in row)
+    cell_w = max(im.shape[1] for row in rows for im in row)
+    n_cols = max(len(row) for row in rows)
+    canvas = np.full((pad + len(rows) * (cell_h + pad), pad + n_cols * (cell_w + pad), 3), 128, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
+            canvas[y : y + im.shape[0], x : x + im.shape[1]] = im
+    return canvas
