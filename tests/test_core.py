@@ -52,3 +52,18 @@ def test_non_module_host_is_rejected():
 def test_saving_without_adapters_is_an_error(tmp_path):
     with pytest.raises(vadapters.AdapterStateError, match="no adapters"):
         vadapters.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_hosts_resolve_pipelines_and_tag_model_kinds():
+    from vadapters.core import hosts
+    from vadapters.models import tiny_sam, tiny_sd_pipeline, tiny_timm_classifier
+
+    pipe = tiny_sd_pipeline()
+    assert hosts.is_pipeline(pipe) and hosts.resolve_target(pipe, "unet") is pipe.unet
+    with pytest.raises(vadapters.IncompatibleBaseError, match="no 'image_encoder' component"):
+        hosts.resolve_target(pipe, "image_encoder")
+    assert hosts.host_kind(pipe.unet) == "diffusers.unet"
+    assert hosts.host_kind(tiny_sam()) == "sam" and hosts.signature(tiny_sam())["depth"] == 2
+    assert hosts.host_kind(tiny_timm_classifier()) == "timm"
+    assert hosts.signature(tiny_timm_classifier())["num_classes"] == 10
+    assert hosts.host_kind(torch.nn.Linear(2, 2)) == "torch"

@@ -215,3 +215,17 @@ def test_coexists_with_a_peft_attention_lora():
         assert torch.equal(pipe.unet(x, 10, encoder_hidden_states=emb).sample, with_peft)
         vadapters.unload(pipe)
         assert torch.equal(pipe.unet(x, 10, encoder_hidden_states=emb).sample, with_peft)
+
+
+def test_works_on_animatediff_motion_unet_and_unloads_exactly():
+    from vadapters.models import tiny_animatediff_pipeline
+
+    pipe = tiny_animatediff_pipeline()
+    assert type(pipe.unet).__name__ == "UNetMotionModel"
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    vadapters.inject(pipe, ResAdapterConfig(rank=4, alpha=2.0), adapter_name="res")
+    assert any(isinstance(m, LoraConv2d) for m in pipe.unet.modules())
+    frames = pipe("a disc", num_frames=4, height=32, width=32, num_inference_steps=2, output_type="np").frames
+    assert frames.shape[:2] == (1, 4)
+    vadapters.unload(pipe)
+    assert all(torch.equal(pipe.unet.state_dict()[k], v) for k, v in before.items())
