@@ -87,3 +87,15 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
         == 2
     )
     assert "pickle" in capsys.readouterr().err
+
+
+def test_train_then_resume_then_generate(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "res_adapter", "--out", str(out), "--batch-size", "2", "--resolutions", "16,24", "--rank", "2"]
+    assert main([*argv, "--steps", "4", "--checkpoint-every", "2"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["steps"] == 4 and (out / "adapter_config.json").is_file()
+    assert main([*argv, "--steps", "6", "--checkpoint-every", "2"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["steps"] == 6 and second["resumed_from"] == 4
+    assert main(["generate", "--adapter", str(out), "--steps", "1", "--out", str(tmp_path / "g.png")]) == 0

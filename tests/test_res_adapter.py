@@ -229,3 +229,17 @@ def test_works_on_animatediff_motion_unet_and_unloads_exactly():
     assert frames.shape[:2] == (1, 4)
     vadapters.unload(pipe)
     assert all(torch.equal(pipe.unet.state_dict()[k], v) for k, v in before.items())
+
+
+def test_old_official_file_names_load(official_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    shutil.copy(official_dir / SD15 / "pytorch_lora_weights.safetensors", folder / "resolution_lora.safetensors")
+    shutil.copy(
+        official_dir / SD15 / "diffusion_pytorch_model.safetensors", folder / "resolution_normalization.safetensors"
+    )
+    unet = _meta_unet(SD15)
+    vadapters.load(unet, folder, adapter_name="old")
+    assert vadapters.get_adapter_config(unet, "old").use_norms
