@@ -142,6 +142,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_base(args: argparse.Namespace) -> int:
+    from vadapters.train.base import train_tiny_sd
+
+    summary = train_tiny_sd(
+        args.out,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        learning_rate=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import vadapters
     from vadapters.core.api import _read_source
@@ -263,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--validate-every", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-base", help="train an embedded default model from scratch on synthetic data")
+    p.add_argument("name", choices=("tiny-sd",))
+    p.add_argument("--out", default="outputs/train-base/tiny-sd", help="run folder (checkpoints, logs, result)")
+    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--unet-steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--validate-every", type=int, default=0)
+    p.set_defaults(func=cmd_train_base)
 
     p = sub.add_parser("export", help="convert an adapter to another format")
     p.add_argument("path", help="adapter folder/file or official checkpoint")

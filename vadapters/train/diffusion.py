@@ -71,7 +71,8 @@ class DiffusionAdapterRecipe:
     Args:
         pipe: a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (any pipeline with `unet`, `vae`,
             `tokenizer`, `text_encoder`, `scheduler`; SDXL's second encoder and added conditioning are handled).
-        config (`AdapterConfig`): the adapter to train; injected as `adapter_name` (frozen base, trainable adapter).
+        config (`AdapterConfig` or None): the adapter to train, injected as `adapter_name` (frozen base, trainable
+            adapter); None trains the whole UNet and text encoder (base models, single process).
         data_source: a source with `load(index, height, width)` (see `vadapters.train.data.make_source`).
         resolutions: bucket sizes (`"16,24x32,32"` or a list); each must be a multiple of
             `resolution_multiple(pipe)`.
@@ -88,7 +89,7 @@ class DiffusionAdapterRecipe:
     def __init__(
         self,
         pipe: Any,
-        config: AdapterConfig,
+        config: AdapterConfig | None,
         data_source: Any,
         resolutions: Any,
         batch_size: int,
@@ -117,14 +118,25 @@ class DiffusionAdapterRecipe:
         self.dataset = BucketedDataset(data_source)
         if len(self.dataset) < batch_size:
             raise BadInputError(f"the data has {len(self.dataset)} items, fewer than one batch of {batch_size}")
-        component = config.target_component or get_method(config.method).injector_cls.component
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            inject(pipe, config, adapter_name)
-        self.pipe, self.adapter_name, self.seed = pipe, adapter_name, int(seed)
-        self.model: nn.Module = hosts.resolve_target(pipe, component)
-        self._params = list(get_method(config.method).injector_cls().adapter_parameters(self.model, adapter_name))
+        if config is None:
+            # Base training: the whole UNet and text encoder learn (VAE frozen). Single process only: the two
+            # modules are called directly, outside any DDP wrapper.
+            self.pipe, self.adapter_name, self.seed = pipe, None, int(seed)
+            self.model = nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder})
+            pipe.vae.requires_grad_(False)
+            self.model.requires_grad_(True)
+            self._params = list(self.model.parameters())
+        else:
+            component = config.target_component or get_method(config.method).injector_cls.component
+            devices = (
+                [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+            )
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                inject(pipe, config, adapter_name)
+            self.pipe, self.adapter_name, self.seed = pipe, adapter_name, int(seed)
+            self.model = hosts.resolve_target(pipe, component)
+            self._params = list(get_method(config.method).injector_cls().adapter_parameters(self.model, adapter_name))
         self.source, self.batch_size, self.caption_dropout = data_source, batch_size, float(caption_dropout)
         self.collate = collate_image_caption
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -136,7 +148,7 @@ class DiffusionAdapterRecipe:
         self.validation_kwargs = {"num_inference_steps": 10, **(validation_kwargs or {})}
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
         self._unet: nn.Module = pipe.unet
-        self._text_encoder_trainable = self.model is pipe.text_encoder
+        self._text_encoder_trainable = config is None or self.model is pipe.text_encoder
 
     # ------------------------------------------------------------------------------------------------ protocol
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -253,8 +265,34 @@ class DiffusionAdapterRecipe:
         return [path]
 
     def save(self, output_dir: str) -> list[str]:
-        """Write the adapter (`adapter_config.json` + `adapter_model.safetensors`) into `output_dir`."""
+        """Write the adapter (`adapter_config.json` + `adapter_model.safetensors`), or the whole pipeline for base
+        training (into `output_dir/pipeline`, swapped in atomically)."""
+        if self.adapter_name is None:
+            return [save_pipeline_atomically(self.pipe, os.path.join(output_dir, "pipeline"))]
         return save_pretrained(self.pipe, output_dir, adapter_names=[self.adapter_name])
+
+
+def save_pipeline_atomically(pipe: Any, target: str) -> str:
+    """`pipe.save_pretrained` into a temporary sibling folder, then swap it into place."""
+    import shutil
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(target)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        old = None
+        if os.path.exists(target):
+            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+            os.replace(target, os.path.join(old, "x"))
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""`vadapters train-base`: train the embedded default models in `weights/` with the one Trainer.
+
+`tiny-sd` is trained in two stages on synthetic shape scenes: the VAE (reconstruction + a small KL term), then the
+UNet and CLIP text encoder jointly with the denoising loss (VAE frozen). The result is a real diffusers
+`StableDiffusionPipeline` folder written to `weights/tiny-sd/` and recorded in `weights/manifest.json`.
+
+Example:
+    >>> from vadapters.train.base import BASE_MODELS
+    >>> "tiny-sd" in BASE_MODELS
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vadapters.errors import BadInputError
+from vadapters.train.buckets import BucketBatchSampler
+from vadapters.train.data import BucketedDataset, collate_image_caption
+from vadapters.train.trainer import Trainer, TrainingArguments
+
+BASE_MODELS = ("tiny-sd",)
+
+
+def scene_source(num_items: int, seed: int) -> Any:
+    """Captioned shape scenes (falls back to disc scenes where the shapes generator is unavailable)."""
+    try:
+        from vadapters.synthetic.scenes import ShapeScenes
+    except ImportError:  # pragma: no cover - the scenes generator ships with the package
+        from vadapters.train.data import SyntheticDiscs
+
+        return SyntheticDiscs(num_items, seed=seed)
+    return ShapeScenes(num_items, seed=seed)
+
+
+class VAERecipe:
+    """Reconstruction (MSE + L1) plus `kl_weight` x KL for a diffusers `AutoencoderKL`, at one resolution."""
+
+    def __init__(
+        self, vae: nn.Module, source: Any, resolution: int, batch_size: int, seed: int = 0, kl_weight: float = 1e-6
+    ) -> None:
+        self.model = vae
+        vae.requires_grad_(True)
+        self.dataset = BucketedDataset(source)
+        self.resolution, self.batch_size, self.kl_weight = int(resolution), int(batch_size), float(kl_weight)
+        self.collate = collate_image_caption
+        self.generator = torch.Generator().manual_seed(seed)
+        self._vae = vae
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters())
+
+    def batch_sampler(self, seed: int, batch_size: int) -> BucketBatchSampler:
+        return BucketBatchSampler(len(self.dataset), batch_size, [(self.resolution, self.resolution)], seed=seed)
+
+    def setup(self, accelerator: Any, model: nn.Module) -> None:
+        self._vae = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
+        vae = self._vae.module if hasattr(self._vae, "module") else self._vae
+        x = batch["pixel_values"].to(next(vae.parameters()).device)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.sample(generator=self.generator)
+        recon = vae.decode(z).sample
+        return F.mse_loss(recon, x) + 0.1 * F.l1_loss(recon, x) + self.kl_weight * posterior.kl().mean()
+
+    def save(self, output_dir: str) -> list[str]:
+        self.model.save_pretrained(os.path.join(output_dir, "vae"), safe_serialization=True)
+        return [os.path.join(output_dir, "vae")]
+
+
+@torch.no_grad()
+def vae_psnr(vae: nn.Module, source: Any, resolution: int, n: int = 64) -> float:
+    """Mean PSNR (dB, images in [-1, 1] mapped to [0, 1]) of VAE reconstructions (posterior mode)."""
+    vae.eval()
+    images = torch.stack([source.load(i, resolution, resolution)["image"] for i in range(n)])
+    recon = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((recon - images) / 2).square().flatten(1).mean(1)
+    return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
+
+
+def train_tiny_sd(
+    output_dir: str,
+    *,
+    vae_steps: int = 1500,
+    unet_steps: int = 6000,
+    batch_size: int = 32,
+    resolution: int = 32,
+    learning_rate: float = 6e-4,
+    num_items: int = 50000,
+    seed: int = 0,
+    checkpoint_every: int = 250,
+    validate_every: int = 0,
+) -> dict[str, Any]:
+    """Train tiny-sd from scratch; resumable (re-run the same call). Returns a summary with the pipeline path."""
+    from vadapters.models import tiny_sd_pipeline
+    from vadapters.train.diffusion import DiffusionAdapterRecipe
+
+    if min(vae_steps, unet_steps, batch_size, resolution, num_items) < 1:
+        raise BadInputError("vae_steps, unet_steps, batch_size, resolution and num_items must be positive")
+    start = time.time()
+    source = scene_source(num_items, seed)
+    pipe = tiny_sd_pipeline(seed=seed, scheduler="ddpm")
+    vae_dir = os.path.join(output_dir, "stage1-vae")
+    vae_args = TrainingArguments(
+        output_dir=vae_dir,
+        max_steps=vae_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        lr_scheduler="cosine",
+        lr_warmup_steps=min(100, vae_steps // 10),
+    )
+    vae_summary = Trainer(VAERecipe(pipe.vae, source, resolution, batch_size, seed), vae_args).train()
+    pipe.vae.requires_grad_(False).eval()
+    psnr = vae_psnr(pipe.vae, scene_source(64, seed + 1), resolution)
+
+    unet_dir = os.path.join(output_dir, "stage2-unet")
+    recipe = DiffusionAdapterRecipe(
+        pipe,
+        None,
+        source,
+        str(resolution),
+        batch_size,
+        caption_dropout=0.1,
+        seed=seed,
+        validation_resolutions=str(resolution),
+    )
+    unet_args = TrainingArguments(
+        output_dir=unet_dir,
+        max_steps=unet_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        validate_every=validate_every,
+        lr_scheduler="cosine",
+        lr_warmup_steps=min(200, unet_steps // 10),
+    )
+    unet_summary = Trainer(recipe, unet_args).train()
+    return {
+        "pipeline": os.path.join(unet_dir, "pipeline"),
+        "vae_psnr_db": round(psnr, 2),
+        "vae": vae_summary,
+        "unet": unet_summary,
+        "seconds": round(time.time() - start, 1),
+    }
