@@ -221,7 +221,8 @@ def make_source(spec: Any, num_items: int = 1000, seed: int = 0) -> Any:
     """A data source from a spec.
 
     Args:
-        spec: `"synthetic"` or `"synthetic:discs"` (the disc scenes), a folder of images with captions, or an
+        spec: `"synthetic"` or `"synthetic:discs"` (the disc scenes), `"synthetic:shapes"` (captioned 1-3 shape
+            scenes), a folder of images with captions, or an
             object that already has `load(index, height, width)` (returned as is).
         num_items (`int`): number of synthetic scenes (ignored for folders).
         seed (`int`): synthetic scene seed.
@@ -233,8 +234,12 @@ def make_source(spec: Any, num_items: int = 1000, seed: int = 0) -> Any:
     text = os.fspath(spec)
     if text.strip().lower() in ("synthetic", "synthetic:discs"):
         return SyntheticDiscs(num_items, seed=seed)
+    if text.strip().lower() == "synthetic:shapes":
+        from vadapters.synthetic.scenes import ShapeScenes
+
+        return ShapeScenes(num_items, seed=seed)
     if text.lower().startswith("synthetic:"):
-        raise BadInputError(f"unknown synthetic data set {text!r}; available: 'synthetic:discs'")
+        raise BadInputError(f"unknown synthetic data set {text!r}; available: 'synthetic:discs', 'synthetic:shapes'")
     if os.path.isdir(text):
         return ImageCaptionFolder(text)
     raise BadInputError(f"data {text!r} is neither 'synthetic' nor an existing folder of images")
