@@ -58,6 +58,7 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "white": (0.95, 0.95, 0.95),
 }
 SIZE_RANGE = (0.2, 0.3)  # sprite side / diameter as a fraction of the short side
+MARGIN = 0.02  # `MotionClips` keeps the sprite this far (fraction of the frame) from the edges
 SHADE = 0.5  # the sprite's texture mixes its colour with this fraction of it
 MIN_FRAMES, MAX_FRAMES = 8, 16
 
@@ -163,33 +164,33 @@ def caption_for(first: FirstFrame, motion: Motion) -> str:
     return f"{article} {first.color} {first.shape} moving {motion.direction} {motion.speed}"
 
 
-def _pattern(kind: str, x: torch.Tensor, y: torch.Tensor, freq: float, angle: float) -> torch.Tensor:
+def _pattern(kind: str, x: np.ndarray, y: np.ndarray, freq: float, angle: float) -> np.ndarray:
     """A smooth texture in [0, 1] over coordinates `x, y` (in the units `freq` counts cycles over)."""
     u = x * math.cos(angle) + y * math.sin(angle)
     v = -x * math.sin(angle) + y * math.cos(angle)
     if kind == "stripes":
-        return 0.5 + 0.5 * torch.sin(2 * math.pi * freq * u)
+        return 0.5 + 0.5 * np.sin(2 * math.pi * freq * u)
     if kind == "checker":
-        return 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * freq * u) * torch.sin(2 * math.pi * freq * v))
-    return 0.5 + 0.5 * torch.cos(2 * math.pi * freq * torch.hypot(u, v))
+        return 0.5 + 0.5 * np.tanh(4 * np.sin(2 * math.pi * freq * u) * np.sin(2 * math.pi * freq * v))
+    return 0.5 + 0.5 * np.cos(2 * math.pi * freq * np.hypot(u, v))
 
 
-def _sdf(shape: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _sdf(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Signed distance to a shape inscribed in the square `[-0.5, 0.5]^2` (negative inside), `y` pointing down."""
     if shape == "circle":
-        return torch.hypot(x, y) - 0.5
+        return np.hypot(x, y) - 0.5
     if shape == "square":
-        qx, qy = x.abs() - 0.5, y.abs() - 0.5
-        return torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
+        qx, qy = np.abs(x) - 0.5, np.abs(y) - 0.5
+        return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0)
     if shape == "diamond":
-        return (x.abs() + y.abs() - 0.5) / math.sqrt(2)
+        return (np.abs(x) + np.abs(y) - 0.5) / math.sqrt(2)
     # equilateral triangle pointing up, centred on its centroid, half-side r = sqrt(3) / 4 so it fits the box
     r, k = math.sqrt(3) / 4, math.sqrt(3)
-    px, py = x.abs() - r, -y + r / k
+    px, py = np.abs(x) - r, -y + r / k
     flip = px + k * py > 0
-    px, py = torch.where(flip, (px - k * py) / 2, px), torch.where(flip, (-k * px - py) / 2, py)
-    px = px - px.clamp(-2 * r, 0)
-    return -torch.hypot(px, py) * torch.sign(py)
+    px, py = np.where(flip, (px - k * py) / 2, px), np.where(flip, (-k * px - py) / 2, py)
+    px = px - np.clip(px, -2 * r, 0)
+    return -np.hypot(px, py) * np.sign(py)
 
 
 def _as_motion(caption_or_motion, speeds: Mapping[str, float] | None) -> Motion:
@@ -206,7 +207,7 @@ def _as_motion(caption_or_motion, speeds: Mapping[str, float] | None) -> Motion:
 
 
 def render_clip(
-    first_frame: FirstFrame,
+    first_frame: FirstFrame | Mapping,
     caption_or_motion: str | Motion | Mapping,
     num_frames: int,
     height: int,
@@ -216,9 +217,10 @@ def render_clip(
     """Draw a clip: the sprite of `first_frame` translated by the motion once per frame over the static background.
 
     Args:
-        first_frame (`FirstFrame`): frame 0.
+        first_frame (`FirstFrame` or `dict`): frame 0's parameters (a dict is passed to `FirstFrame`).
         caption_or_motion (`str`, `Motion` or `dict`): a caption containing "moving <direction> <speed>", a
             `Motion`, or `dict(direction=..., speed=...)` (optionally with `dx`, `dy`, e.g. a returned `motion`).
+            Only the motion is read from a caption: the returned caption is rebuilt from `first_frame`.
         num_frames (`int`): number of frames (>= 1).
         height, width (`int`): frame size in pixels.
         speeds (`Mapping[str, float]`, optional): speed word -> step, for captions and dicts; default `SPEEDS`.
@@ -235,42 +237,43 @@ def render_clip(
         [7.5, 8.5, 9.5, 10.5]
     """
     motion = _as_motion(caption_or_motion, speeds)
+    first_frame = FirstFrame(**first_frame) if isinstance(first_frame, Mapping) else first_frame
+    if not isinstance(first_frame, FirstFrame):
+        raise BadInputError(f"first_frame must be a FirstFrame or a dict of its fields, got {type(first_frame)}")
     if not (isinstance(num_frames, int) and isinstance(height, int) and isinstance(width, int)):
         raise BadInputError(f"num_frames, height and width must be ints, got {num_frames!r}, {height!r}, {width!r}")
     if num_frames < 1 or height < 1 or width < 1:
         raise BadInputError(f"num_frames, height and width must be >= 1, got {num_frames}, {height}, {width}")
-    steps = torch.arange(num_frames, dtype=torch.float64)
+    steps = np.arange(num_frames, dtype=np.float64)
     cy = first_frame.center[0] + steps * motion.dy
     cx = first_frame.center[1] + steps * motion.dx
-    if min(float(cy.min()), float(cx.min())) < 0 or max(float(cy.max()), float(cx.max())) > 1:
+    if min(cy.min(), cx.min()) < 0 or max(cy.max(), cx.max()) > 1:
         raise BadInputError(
             f"the sprite centre leaves the frame within {num_frames} frames (centre {first_frame.center}, "
             f"motion {motion.as_dict()}); start further from the edge or use fewer frames"
         )
     short = min(height, width)
-    ys = torch.arange(height, dtype=torch.float64)[None, :, None] + 0.5
-    xs = torch.arange(width, dtype=torch.float64)[None, None, :] + 0.5
+    ys = np.arange(height, dtype=np.float64)[None, :, None] + 0.5
+    xs = np.arange(width, dtype=np.float64)[None, None, :] + 0.5
     # Background: static texture in units of the short side, centred on the frame.
     bx, by = (xs[0] - width / 2) / short, (ys[0] - height / 2) / short
     t_bg = _pattern(first_frame.background_pattern, bx, by, first_frame.background_freq, first_frame.background_angle)
-    c0, c1 = (torch.tensor(PALETTE[c], dtype=torch.float64)[:, None, None] for c in first_frame.background)
+    c0, c1 = (np.array(PALETTE[c])[:, None, None] for c in first_frame.background)
     background = c0 * (1 - t_bg) + c1 * t_bg
     # Sprite: coordinates in units of its size, relative to its moving centre, so the texture moves with it.
     size_px = first_frame.size * short
     sx = (xs - cx[:, None, None] * width) / size_px
     sy = (ys - cy[:, None, None] * height) / size_px
     dist = _sdf(first_frame.shape, sx, sy) * size_px  # in pixels
-    mask = dist <= 0
-    coverage = (0.5 - dist).clamp(0, 1)[:, None]
+    coverage = np.clip(0.5 - dist, 0, 1)[:, None]
     t_sp = _pattern(first_frame.pattern, sx, sy, first_frame.pattern_freq, first_frame.pattern_angle)[:, None]
-    color = torch.tensor(PALETTE[first_frame.color], dtype=torch.float64)[None, :, None, None]
-    sprite = color * (1 - SHADE * t_sp)
+    sprite = np.array(PALETTE[first_frame.color])[None, :, None, None] * (1 - SHADE * t_sp)
     frames = background[None] * (1 - coverage) + sprite * coverage
     info = {**motion.as_dict(), "dx_px": motion.dx * width, "dy_px": motion.dy * height}
     caption = caption_for(first_frame, motion)
     return {
-        "frames": (frames * 2 - 1).float(),
-        "masks": mask,
+        "frames": torch.from_numpy((frames * 2 - 1).astype(np.float32)),
+        "masks": torch.from_numpy(dist <= 0),
         "caption": caption,
         "motion": info,
         "first_frame": first_frame,
@@ -316,9 +319,10 @@ class MotionClips:
         if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
             raise BadInputError(f"size must be (height, width) positive ints, got {size!r}")
         speeds = dict(SPEEDS if speeds is None else speeds)
-        if not speeds or min(speeds.values()) < 0 or (num_frames - 1) * max(speeds.values()) + SIZE_RANGE[1] > 1:
+        room = 1 - SIZE_RANGE[1] - 2 * MARGIN
+        if not speeds or min(speeds.values()) < 0 or (num_frames - 1) * max(speeds.values()) > room:
             raise BadInputError(
-                f"speeds must be non-empty and >= 0 with (num_frames - 1) * max speed + {SIZE_RANGE[1]} <= 1, "
+                f"speeds must be non-empty and >= 0 with (num_frames - 1) * max speed <= {room:.2f}, "
                 f"got {speeds} for {num_frames} frames"
             )
         self.directions = tuple(DIRECTIONS if directions is None else directions)
@@ -345,7 +349,7 @@ class MotionClips:
         center = []
         for step in (motion.dy, motion.dx):
             travel = (self.num_frames - 1) * step
-            lo, hi = size / 2 + max(0.0, -travel), 1 - size / 2 - max(0.0, travel)
+            lo, hi = MARGIN + size / 2 + max(0.0, -travel), 1 - MARGIN - size / 2 - max(0.0, travel)
             center.append(float(rng.uniform(lo, hi)))
         first = FirstFrame(
             shape=str(rng.choice(SHAPES)),

@@ -5,10 +5,10 @@ inside the `+-0.55` orthographic box at elevation 0. A camera at azimuth `a`, el
 `distance * (cos e sin a, sin e, cos e cos a)` looking at the origin: azimuth 0 is the front view (camera on +z), 90
 the right (+x), 180 the back, 270 the left; positive elevations look down. This is MV-Adapter's
 `get_orthogonal_camera(azimuth=deg - 90)` with its z-up world turned y-up by `(x, y, z) -> (x, z, -y)`. Camera axes
-follow OpenGL (x image right, y image up, looking along -z); at elevation 0 camera up is world +y, so a 3D point lands
-on the same image row in every view (the "epipolar line = row" fact behind row-wise multi-view attention).
-Pixels: `(u, v)` from the top-left corner; pixel `(row i, col j)` covers `[j, j + 1) x [i, i + 1)`. The
-`+-ortho_half_size` box spans the image's short side and pixels are square.
+follow OpenGL (x image right, y up, looking along -z); at elevation 0 camera up is world +y, so a 3D point lands on
+the same image row in every view (the "epipolar line = row" fact behind row-wise multi-view attention). Pixels:
+`(u, v)` from the top-left corner, pixel `(row i, col j)` covers `[j, j + 1) x [i, i + 1)`, square pixels, and the
+`+-ortho_half_size` box spans the short side.
 
 Example:
     >>> from vadapters.synthetic.multiview import MultiViewObjects
@@ -52,15 +52,11 @@ AMBIENT = 0.4
 BACKGROUND = (0.5, 0.5, 0.5)  # image background in [0, 1]; 0 in the returned [-1, 1] images
 POSITION_OFFSET = 0.5  # position maps hold xyz + 0.5; 0 outside the mask
 NORMAL_BACKGROUND = 0.5  # normal maps hold (n + 1) / 2; 0.5 (the zero vector) outside the mask
-_EPS = 1e-9
 
 
-def _t(values) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.float64)
-
-
-def _affine(rot: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.cat([rot, shift[:, None]], 1), _t([[0.0, 0.0, 0.0, 1.0]])])
+def _mm(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """`x @ m` for `[N, 3] x [3, 3]` without BLAS threads (the maths here is numpy, never multi-threaded)."""
+    return np.einsum("nk,kj->nj", x, m)
 
 
 @dataclass(frozen=True)
@@ -88,47 +84,48 @@ class OrthoCamera:
         if not (-90.0 <= float(self.elevation_deg) <= 90.0 and self.distance > 0 and self.ortho_half_size > 0):
             raise BadInputError(f"need elevation_deg in [-90, 90], distance > 0 and ortho_half_size > 0, got {self!r}")
 
-    def _frame(self) -> torch.Tensor:
+    def _frame(self) -> np.ndarray:
         """`[3, 3]` rotation whose columns are the camera's right, up and back axes in world coordinates."""
         a, e = math.radians(self.azimuth_deg), math.radians(self.elevation_deg)
-        back = _t([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
-        right = _t([math.cos(a), 0.0, -math.sin(a)])  # horizontal at every elevation, so +-90 is well defined
-        return torch.stack([right, torch.linalg.cross(back, right), back], dim=1)
+        back = np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+        right = np.array([math.cos(a), 0.0, -math.sin(a)])  # horizontal at every elevation, so +-90 is well defined
+        return np.stack([right, np.cross(back, right), back], axis=1)
 
     @property
     def position(self) -> torch.Tensor:
         """Camera centre in world coordinates, float64 `[3]`."""
-        return self._frame()[:, 2] * self.distance
+        return torch.from_numpy(self._frame()[:, 2] * self.distance)
 
     @property
     def view_dir(self) -> torch.Tensor:
         """Unit viewing direction (from the camera toward the origin), float64 `[3]`."""
-        return -self._frame()[:, 2]
+        return torch.from_numpy(-self._frame()[:, 2])
 
     @property
     def c2w(self) -> torch.Tensor:
         """Camera-to-world float64 `[4, 4]`: columns are right, up, back (= -view_dir) and the position."""
-        return _affine(self._frame(), self.position)
+        rot = self._frame()
+        return torch.from_numpy(np.vstack([np.hstack([rot, rot[:, 2:] * self.distance]), [[0.0, 0.0, 0.0, 1.0]]]))
 
     @property
     def w2c(self) -> torch.Tensor:
         """World-to-camera float64 `[4, 4]`, the inverse of `c2w`."""
-        return _affine(self._frame().T, -self._frame().T @ self.position)
+        shift = [[0.0], [0.0], [-self.distance]]  # -R^T position: the camera sits on its own +z axis
+        return torch.from_numpy(np.vstack([np.hstack([self._frame().T, shift]), [[0.0, 0.0, 0.0, 1.0]]]))
 
     def project(self, points, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project world points `[N, 3]` to continuous pixel coordinates `(u, v)` and depth along `view_dir`."""
-        pts = _t(points).reshape(-1, 3)
-        cam = (pts - self.position) @ self._frame()
-        s = min(height, width) / (2.0 * self.ortho_half_size)  # pixels per world unit
-        return width / 2 + cam[:, 0] * s, height / 2 - cam[:, 1] * s, -cam[:, 2]
-
-    def rays(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ray origins on the camera plane through each pixel centre, `[H, W, 3]`, and the shared direction `[3]`."""
-        s = min(height, width) / (2.0 * self.ortho_half_size)
-        x = (torch.arange(width, dtype=torch.float64) + 0.5 - width / 2) / s
-        y = (height / 2 - torch.arange(height, dtype=torch.float64) - 0.5) / s
         rot = self._frame()
-        return self.position + y[:, None, None] * rot[:, 1] + x[None, :, None] * rot[:, 0], self.view_dir
+        cam = _mm(np.asarray(points, dtype=np.float64).reshape(-1, 3) - rot[:, 2] * self.distance, rot)
+        s = min(height, width) / (2.0 * self.ortho_half_size)  # pixels per world unit
+        return tuple(torch.from_numpy(x) for x in (width / 2 + cam[:, 0] * s, height / 2 - cam[:, 1] * s, -cam[:, 2]))
+
+    def _rays(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ray origins on the camera plane through each pixel centre, `[H, W, 3]`, and the shared direction `[3]`."""
+        s, rot = min(height, width) / (2.0 * self.ortho_half_size), self._frame()
+        x = (np.arange(width) + 0.5 - width / 2) / s
+        y = (height / 2 - np.arange(height) - 0.5) / s
+        return rot[:, 2] * self.distance + y[:, None, None] * rot[:, 1] + x[None, :, None] * rot[:, 0], -rot[:, 2]
 
 
 def ortho_cameras(azimuths: Sequence[float] = DEFAULT_AZIMUTHS, elevation=0.0, **kwargs) -> list[OrthoCamera]:
@@ -153,8 +150,9 @@ def raymap(camera: OrthoCamera, height: int, width: int) -> torch.Tensor:
         >>> rm[:, 0, 0].tolist()
         [0.5, 0.5, 0.0, 0.5, 0.5, 1.0]
     """
-    vec = torch.cat([camera.view_dir, camera.position / camera.position.norm()])
-    return ((vec + 1.0) / 2.0).float()[:, None, None].expand(6, height, width).contiguous()
+    back = camera._frame()[:, 2]  # normalize(position) = back, view_dir = -back
+    vec = torch.from_numpy((np.concatenate([-back, back]) + 1.0) / 2.0).float()
+    return vec[:, None, None].expand(6, height, width).contiguous()
 
 
 @dataclass(frozen=True)
@@ -172,17 +170,19 @@ class Primitive:
     yaw_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise BadInputError(f"unknown primitive kind {self.kind!r}; allowed: {', '.join(KINDS)}")
-        if self.color not in PALETTE:
-            raise BadInputError(f"unknown colour {self.color!r}; allowed: {', '.join(PALETTE)}")
+        for name, value, allowed in (("primitive kind", self.kind, KINDS), ("colour", self.color, tuple(PALETTE))):
+            if value not in allowed:
+                raise BadInputError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
         if len(self.half_extents) != 3 or min(self.half_extents) <= 0:
             raise BadInputError(f"half_extents must be 3 positive floats, got {self.half_extents!r}")
 
-    def part_colors(self) -> torch.Tensor:
+    def part_colors(self) -> np.ndarray:
         """`[parts, 3]` RGB in [0, 1]: six faces for a box, one colour otherwise."""
-        base, tints = _t(PALETTE[self.color]), _t(BOX_FACE_TINTS if self.kind == "box" else (0.0,))[:, None]
-        return torch.where(tints >= 0, base + (1 - base) * tints, base * (1 + tints))
+        base, tints = (
+            np.array(PALETTE[self.color]),
+            np.array(BOX_FACE_TINTS if self.kind == "box" else (0.0,))[:, None],
+        )
+        return np.where(tints >= 0, base + (1 - base) * tints, base * (1 + tints))
 
 
 @dataclass(frozen=True)
@@ -193,43 +193,42 @@ class SyntheticObject:
     caption: str
 
 
-def _roots(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _roots(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Real roots of a t^2 + b t + c, ascending, inf where there is none (numerically stable; a ~ 0 is fine)."""
-    a = torch.where(a.abs() > 1e-12, a, torch.full_like(a, 1e-12))
+    a = np.where(np.abs(a) > 1e-12, a, 1e-12)
     disc = b * b - 4 * a * c
-    q = -0.5 * (b + torch.copysign(disc.clamp(min=0).sqrt(), b))
-    q = torch.where(q.abs() > 1e-300, q, torch.full_like(q, 1e-300))
-    r0, r1, miss = q / a, c / q, torch.where(disc >= 0, 0.0, math.inf)
-    return torch.minimum(r0, r1) + miss, torch.maximum(r0, r1) + miss
+    q = -0.5 * (b + np.copysign(np.sqrt(np.maximum(disc, 0)), b))
+    q = np.where(np.abs(q) > 1e-300, q, 1e-300)
+    r0, r1, miss = q / a, c / q, np.where(disc >= 0, 0.0, np.inf)
+    return np.minimum(r0, r1) + miss, np.maximum(r0, r1) + miss
 
 
-def _nearest(candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
+def _nearest(candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> tuple[np.ndarray, ...]:
     """Pick, per ray, the nearest valid candidate `(t, valid, normal [N, 3], part)`; t is inf on a miss."""
-    ts = torch.stack([torch.where(ok & (t > _EPS), t, torch.full_like(t, math.inf)) for t, ok, _, _ in candidates])
-    best, idx = ts.min(0)
-    normals = torch.stack([n for _, _, n, _ in candidates])[idx, torch.arange(idx.numel())]
-    parts = torch.tensor([p for *_, p in candidates])[idx]
-    return best, normals, parts
+    ts = np.stack([np.where(ok & (t > 1e-9), t, np.inf) for t, ok, _, _ in candidates])
+    idx, rays = ts.argmin(0), np.arange(ts.shape[1])
+    normals = np.stack([n for _, _, n, _ in candidates])[idx, rays]
+    return ts[idx, rays], normals, np.array([c[3] for c in candidates])[idx]
 
 
-def _intersect_unit(kind: str, o: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _intersect_unit(kind: str, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
     """Nearest hit of rays `o + t d` (`[N, 3]`) with a unit shape: `(t, local normal, part)`."""
-    at = lambda t: o + torch.where(torch.isfinite(t), t, torch.zeros_like(t))[:, None] * d  # noqa: E731
+    at = lambda t: o + np.where(np.isfinite(t), t, 0.0)[:, None] * d  # noqa: E731
     if kind == "sphere":
         roots = _roots((d * d).sum(1), 2 * (o * d).sum(1), (o * o).sum(1) - 1)
-        return _nearest([(t, torch.isfinite(t), at(t), 0) for t in roots])
+        return _nearest([(t, np.isfinite(t), at(t), 0) for t in roots])
     if kind == "box":  # slabs; parts are the faces +x, -x, +y, -y, +z, -z
-        safe = torch.where(d.abs() > 1e-12, d, torch.full_like(d, 1e-12))
+        safe = np.where(np.abs(d) > 1e-12, d, 1e-12)
         t1, t2 = (-1 - o) / safe, (1 - o) / safe
-        near, axis = torch.minimum(t1, t2).max(1)
-        normal = torch.nn.functional.one_hot(axis, 3).double() * -torch.sign(safe.gather(1, axis[:, None]))
-        hit = (near <= torch.maximum(t1, t2).min(1).values) & (near > _EPS)
-        return torch.where(hit, near, torch.full_like(near, math.inf)), normal, axis * 2 + (normal.sum(1) < 0).long()
+        axis, rays = np.minimum(t1, t2).argmax(1), np.arange(len(o))
+        near = np.minimum(t1, t2)[rays, axis]
+        normal = np.eye(3)[axis] * -np.sign(safe[rays, axis])[:, None]
+        hit = (near <= np.maximum(t1, t2).min(1)) & (near > 1e-9)
+        return np.where(hit, near, np.inf), normal, axis * 2 + (normal.sum(1) < 0)
 
-    def cap(level: float, part: int) -> tuple[torch.Tensor, ...]:
-        t = (level - o[:, 1]) / torch.where(d[:, 1].abs() > 1e-12, d[:, 1], torch.full_like(d[:, 1], 1e-12))
-        p = at(t)
-        return t, p[:, 0] ** 2 + p[:, 2] ** 2 <= 1, _t([0.0, level, 0.0]).expand_as(o), part
+    def cap(level: float, part: int) -> tuple[np.ndarray, ...]:
+        p = at(t := (level - o[:, 1]) / np.where(np.abs(d[:, 1]) > 1e-12, d[:, 1], 1e-12))
+        return t, p[:, 0] ** 2 + p[:, 2] ** 2 <= 1, np.broadcast_to([0.0, level, 0.0], o.shape), part
 
     # side: x^2 + z^2 = 1 (cylinder) or ((1 - y) / 2)^2 (cone), for y in [-1, 1]
     cone, flat, oxz, h = kind == "cone", d[:, [0, 2]], o[:, [0, 2]], 1 - o[:, 1]
@@ -239,8 +238,8 @@ def _intersect_unit(kind: str, o: torch.Tensor, d: torch.Tensor) -> tuple[torch.
     cands = [cap(-1.0, 2)] if cone else [cap(-1.0, 2), cap(1.0, 1)]
     for t in roots:
         p = at(t)
-        normal = torch.stack([p[:, 0], k * (1 - p[:, 1]), p[:, 2]], 1)
-        cands.append((t, torch.isfinite(t) & (p[:, 1].abs() <= 1), normal, 0))
+        normal = np.stack([p[:, 0], k * (1 - p[:, 1]), p[:, 2]], 1)
+        cands.append((t, np.isfinite(t) & (np.abs(p[:, 1]) <= 1), normal, 0))
     return _nearest(cands)
 
 
@@ -256,33 +255,35 @@ def render_views(primitives: Sequence[Primitive], cameras: Sequence[OrthoCamera]
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0 and cameras):
         raise BadInputError(f"need positive int height, width and >= 1 camera, got {height!r}x{width!r}, {cameras!r}")
     views = len(cameras)
-    rays = [cam.rays(height, width) for cam in cameras]
-    origins = torch.stack([o for o, _ in rays]).reshape(-1, 3)
-    dirs = torch.stack([d for _, d in rays])[:, None, :].expand(views, height * width, 3).reshape(-1, 3)
-    t = torch.full((origins.shape[0],), math.inf, dtype=torch.float64)  # z-buffer: the nearest hit wins
-    normal = rgb = torch.zeros(origins.shape[0], 3, dtype=torch.float64)
+    rays = [cam._rays(height, width) for cam in cameras]
+    origins = np.stack([o for o, _ in rays]).reshape(-1, 3)
+    dirs = np.repeat(np.stack([d for _, d in rays]), height * width, axis=0)
+    t = np.full(len(origins), np.inf)  # z-buffer: the nearest hit wins
+    normal = rgb = np.zeros((len(origins), 3))
     for prim in primitives:
         c, s = math.cos(math.radians(prim.yaw_deg)), math.sin(math.radians(prim.yaw_deg))
-        rot, ext = _t([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]), _t(prim.half_extents)  # yaw about +y
-        t_p, n_local, part = _intersect_unit(prim.kind, ((origins - _t(prim.center)) @ rot) / ext, (dirs @ rot) / ext)
-        closer, colors = t_p < t, prim.part_colors()
-        t = torch.where(closer, t_p, t)
-        normal = torch.where(closer[:, None], torch.nn.functional.normalize((n_local / ext) @ rot.T, dim=1), normal)
-        rgb = torch.where(closer[:, None], colors[part.clamp(max=colors.shape[0] - 1)], rgb)
-    mask = torch.isfinite(t)
-    tz = torch.where(mask, t, torch.zeros_like(t))
-    light = torch.nn.functional.normalize(_t(LIGHT_DIR), dim=0)
-    shade = AMBIENT + (1 - AMBIENT) * (normal @ light).clamp(min=0)
-    image = torch.where(mask[:, None], rgb * shade[:, None], _t(BACKGROUND))
-    position = torch.where(mask[:, None], origins + tz[:, None] * dirs + POSITION_OFFSET, torch.zeros(()).double())
-    normal_map = torch.where(mask[:, None], (normal + 1) / 2, _t(NORMAL_BACKGROUND))
-    chw = lambda x: x.reshape(views, height, width, 3).permute(0, 3, 1, 2).float().contiguous()  # noqa: E731
+        rot, ext = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]), np.array(prim.half_extents)  # yaw about +y
+        t_p, n_loc, part = _intersect_unit(prim.kind, _mm(origins - prim.center, rot) / ext, _mm(dirs, rot) / ext)
+        closer, colors, n_world = (t_p < t)[:, None], prim.part_colors(), _mm(n_loc / ext, rot.T)
+        t = np.where(closer[:, 0], t_p, t)
+        normal = np.where(closer, n_world / np.linalg.norm(n_world, axis=1, keepdims=True).clip(1e-12), normal)
+        rgb = np.where(closer, colors[np.minimum(part, len(colors) - 1)], rgb)
+    mask = np.isfinite(t)
+    tz = np.where(mask, t, 0.0)
+    shade = AMBIENT + (1 - AMBIENT) * np.maximum((normal * LIGHT_DIR).sum(1) / np.linalg.norm(LIGHT_DIR), 0)
+    image = np.where(mask[:, None], rgb * shade[:, None], BACKGROUND)
+    position = np.where(mask[:, None], origins + tz[:, None] * dirs + POSITION_OFFSET, 0.0)
+    normal_map = np.where(mask[:, None], (normal + 1) / 2, NORMAL_BACKGROUND)
+
+    def chw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x.reshape(views, height, width, 3).transpose(0, 3, 1, 2), "f4"))
+
     return {
-        "images": chw(image * 2 - 1).clamp(-1, 1),
-        "masks": mask.reshape(views, height, width),
+        "images": chw(np.clip(image * 2 - 1, -1, 1)),
+        "masks": torch.from_numpy(mask.reshape(views, height, width)),
         "positions": chw(position),
         "normals": chw(normal_map),
-        "depths": tz.reshape(views, height, width).float(),
+        "depths": torch.from_numpy(tz.reshape(views, height, width).astype(np.float32)),
         "raymaps": torch.stack([raymap(cam, height, width) for cam in cameras]),
     }
 
@@ -327,8 +328,7 @@ def make_object(rng: np.random.Generator) -> SyntheticObject:
         for kind in kinds[2:]:
             radius = rng.uniform(0.08, 0.13)
             ext = _half_extents(kind, radius, rng.uniform(0.08, 0.18), rng)
-            dist = 0.5 - radius
-            specs.append(((dist * math.sin(angle), -0.5 + ext[1], dist * math.cos(angle)), ext))
+            specs.append((((0.5 - radius) * math.sin(angle), -0.5 + ext[1], (0.5 - radius) * math.cos(angle)), ext))
             angle += rng.uniform(2 * math.pi / 3, 4 * math.pi / 3)
     shift = -(min(c[1] - e[1] for c, e in specs) + max(c[1] + e[1] for c, e in specs)) / 2  # centre it vertically
     prims = tuple(
@@ -336,10 +336,8 @@ def make_object(rng: np.random.Generator) -> SyntheticObject:
         for k, (c, e), col, yaw in zip(kinds, specs, colors, yaws)
     )
     words = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {k}" for c, k in zip(colors, kinds)]
-    caption = words[0] if count == 1 else f"{words[1]} on {words[0]}"
-    if count > 2:
-        caption += ", next to " + " and ".join(words[2:])
-    return SyntheticObject(prims, caption)
+    extras = f", next to {' and '.join(words[2:])}" if count > 2 else ""
+    return SyntheticObject(prims, words[0] if count == 1 else f"{words[1]} on {words[0]}{extras}")
 
 
 class MultiViewObjects:
@@ -351,8 +349,7 @@ class MultiViewObjects:
         num_items (`int`): number of objects.
         seed (`int`): seed of the object parameters.
         num_views (`int`, optional): number of views; defaults to `len(azimuths)`, or 6.
-        azimuths (`Sequence[float]`, optional): camera azimuths in degrees. Defaults to MV-Adapter's
-            `(0, 45, 90, 180, 270, 315)` for 6 views, else `num_views` evenly spaced azimuths from 0.
+        azimuths (`Sequence[float]`, optional): degrees; default `DEFAULT_AZIMUTHS` for 6 views, else evenly spaced.
         elevation (`float` or `Sequence[float]`): camera elevation(s) in degrees.
 
     Example:
