@@ -41,3 +41,14 @@ def test_committed_manifest_matches_committed_files():
         weights.verify(name)
     total = sum(e["total_bytes"] for e in manifest["entries"].values())
     assert total <= 60 * 2**20, f"weights/ holds {total / 2**20:.1f} MB; the budget is 60 MB"
+
+
+def test_committed_shape_colour_judge_reads_ground_truth():
+    from vadapters.metrics.judges import ShapeColourJudge, evaluate_judge
+    from vadapters.synthetic.scenes import ShapeScenes
+
+    judge, config = ShapeColourJudge.load(str(weights.default_path("judge-shape-colour")))
+    scenes = ShapeScenes(200, seed=777, min_shapes=1, max_shapes=1)
+    assert config["shapes"] == list(scenes.shapes) and config["colours"] == list(scenes.colours)
+    metrics = evaluate_judge(judge, scenes, list(range(200)))
+    assert metrics["shape_accuracy"] >= 0.95 and metrics["colour_accuracy"] >= 0.95, metrics

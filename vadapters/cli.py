@@ -143,6 +143,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_base(args: argparse.Namespace) -> int:
+    if args.name == "judge-shape-colour":
+        from vadapters.metrics.judges import train_shape_colour_judge
+        from vadapters.models.weights import record_entry, weights_dir
+
+        out = args.out or str(weights_dir() / args.name)
+        start = time.time()
+        metrics = train_shape_colour_judge(
+            out, steps=args.steps or 1500, batch_size=args.batch_size or 64, seed=args.seed
+        )
+        if os.path.abspath(os.path.dirname(out)) == os.path.abspath(weights_dir()):
+            record_entry(
+                args.name,
+                command=f"vadapters train-base {args.name} --seed {args.seed}",
+                seed=args.seed,
+                train_seconds=time.time() - start,
+                metrics={"held_out_ground_truth": metrics},
+                extra={
+                    "description": "shape (6) and colour (9) classifier for 32x32 single-shape scenes; metric only"
+                },
+            )
+        print(json.dumps(metrics, indent=2))
+        return 0
     from vadapters.train.base import train_tiny_sd
 
     summary = train_tiny_sd(
@@ -283,11 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-base", help="train an embedded default model from scratch on synthetic data")
-    p.add_argument("name", choices=("tiny-sd",))
-    p.add_argument("--out", default="outputs/train-base/tiny-sd", help="run folder (checkpoints, logs, result)")
+    p.add_argument("name", choices=("tiny-sd", "judge-shape-colour"))
+    p.add_argument("--out", default=None, help="run folder (tiny-sd: outputs/train-base/tiny-sd; judges: weights/)")
+    p.add_argument("--steps", type=int, default=None, help="judges: optimizer steps (default 1500)")
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--unet-steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (tiny-sd), 64 (judges)")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--seed", type=int, default=0)

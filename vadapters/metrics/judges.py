@@ -104,7 +104,9 @@ def train_shape_colour_judge(
 
     train = ShapeScenes(num_items, seed=seed, min_shapes=1, max_shapes=1)
     held_out = ShapeScenes(eval_items, seed=seed + 1000, min_shapes=1, max_shapes=1)
-    judge = ShapeColourJudge(len(train.shapes), len(train.colours))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        judge = ShapeColourJudge(len(train.shapes), len(train.colours))
     opt = torch.optim.AdamW(judge.parameters(), lr=learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=steps)
     g = torch.Generator().manual_seed(seed)
