@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/vadapters --help
-	HF_HUB_OFFLINE=1 $(BIN)/vadapters demo --out outputs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/vadapters demo --quick --out outputs/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -14,14 +14,22 @@ from vadapters.errors import BadInputError, CheckpointError
 
 
 def load_pipeline(path: str | None = None, *, device: str | None = None, dtype: torch.dtype | None = None) -> Any:
-    """A diffusers pipeline from a local folder, or the embedded tiny Stable Diffusion when `path` is None.
+    """A diffusers pipeline from a local folder; `None` is the embedded default (`weights/tiny-sd` once trained,
+    else the tiny architecture with seeded random weights, which `"tiny"` always gives).
 
     Example:
         >>> pipe = load_pipeline()  # tiny SD pipeline of the real diffusers classes
         >>> type(pipe).__name__
         'StableDiffusionPipeline'
     """
-    if path is None or path in ("tiny", "tiny-sd"):
+    if path is None:
+        from vadapters.models.weights import default_path, read_manifest
+
+        if "tiny-sd" in read_manifest()["entries"]:
+            path = str(default_path("tiny-sd"))  # the trained embedded default, hash-verified
+        else:
+            path = "tiny"
+    if path == "tiny":
         from vadapters.models import tiny_sd_pipeline
 
         pipe = tiny_sd_pipeline()

@@ -99,3 +99,14 @@ def test_train_then_resume_then_generate(tmp_path, capsys):
     second = json.loads(capsys.readouterr().out)
     assert second["steps"] == 6 and second["resumed_from"] == 4
     assert main(["generate", "--adapter", str(out), "--steps", "1", "--out", str(tmp_path / "g.png")]) == 0
+
+
+def test_demo_quick_writes_a_page_whose_images_exist(tmp_path):
+    import re
+
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) >= 7 and all((tmp_path / s).is_file() for s in sources)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["res_adapter"]["train_steps"] == 30 and "judge-shape-colour" in metrics["embedded_defaults"]
