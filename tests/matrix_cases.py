@@ -39,6 +39,17 @@ class MatrixCase:
             return self.forward(host, inputs)
 
 
+def perturb_adapter(module: torch.nn.Module, name: str, scale: float, seed: int) -> None:
+    """Add seeded noise (std `scale`) to every parameter of adapter `name` on `module`, so it changes outputs."""
+    import vadapters
+
+    injector = vadapters.get_method(vadapters.list_adapters(module)[name]).injector_cls()
+    g = torch.Generator().manual_seed(seed)
+    for p in injector.adapter_parameters(module, name):
+        with torch.no_grad():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
 def _tiny_unet():
     from vadapters.models import tiny_sd_pipeline
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from matrix_cases import perturb_adapter
 from PIL import Image
 
 import vadapters
@@ -22,12 +23,7 @@ def saved_adapter(tmp_path):
 
     pipe = tiny_sd_pipeline()
     vadapters.inject(pipe, ResAdapterConfig(rank=4, alpha=2.0), adapter_name="res")
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    for p in vadapters.get_method("res_adapter").injector_cls().adapter_parameters(pipe.unet, "res"):
-        with torch.no_grad():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb_adapter(pipe.unet, "res", scale=0.3, seed=0)
     vadapters.save_pretrained(pipe, tmp_path / "res")
     return tmp_path / "res"
 

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import toy_methods  # noqa: F401 - registers the test-only processor method
-from matrix_cases import CASES, MatrixCase
+from matrix_cases import CASES, MatrixCase, perturb_adapter
 from safetensors.torch import load_file, save_file
 
 import vadapters
@@ -30,11 +30,7 @@ def _assert_same_state(module, snapshot):
 
 def _perturb(host, name, seed=1):
     """Give adapter `name` random non-zero values so that it changes outputs."""
-    g = torch.Generator().manual_seed(seed)
-    module = host
-    for p in vadapters.get_method(vadapters.list_adapters(host)[name]).injector_cls().adapter_parameters(module, name):
-        with torch.no_grad():
-            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    perturb_adapter(host, name, scale=0.2, seed=seed)
 
 
 def _adapted(case: MatrixCase, name="a", perturb=True):

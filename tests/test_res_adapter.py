@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from matrix_cases import perturb_adapter
 from safetensors.torch import load_file
 from torch import nn
 
@@ -88,10 +89,8 @@ def test_matches_diffusers_official_loading_path(tmp_path):
 
     pipe = tiny_sd_pipeline()
     vadapters.inject(pipe, ResAdapterConfig(rank=4, alpha=2.0), adapter_name="res")
+    perturb_adapter(pipe.unet, "res", scale=0.1, seed=0)
     g = torch.Generator().manual_seed(0)
-    for p in vadapters.get_method("res_adapter").injector_cls().adapter_parameters(pipe.unet, "res"):
-        with torch.no_grad():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
     vadapters.save_pretrained(pipe, tmp_path / "ours")
     written = conv.export_official(
         vadapters.get_method("res_adapter").injector_cls().adapter_state_dict(pipe.unet, "res"),

@@ -54,9 +54,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from vadapters.core.api import _read_source
+    from vadapters.core.api import read_adapter
 
-    for hint, config, tensors in _read_source(args.path, args.method):
+    for hint, config, tensors in read_adapter(args.path, args.method):
         n = sum(t.numel() for t in tensors.values())
         print(
             json.dumps({"name": hint, "config": config.to_dict(), "tensors": len(tensors), "parameters": n}, indent=2)
@@ -183,10 +183,9 @@ def cmd_train_base(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import vadapters
-    from vadapters.core.api import _read_source
+    from vadapters.core.api import read_adapter
 
-    sources = _read_source(args.path, args.method)
+    sources = read_adapter(args.path, args.method)
     if len(sources) != 1:
         raise SystemExit(f"{args.path} holds {len(sources)} adapters; export one folder at a time")
     _, config, tensors = sources[0]
@@ -197,17 +196,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         written = export_official(tensors, config, args.out)
     else:
-        from vadapters.core.io import CONFIG_METADATA_KEY, WEIGHTS_NAME, save_tensors
+        from vadapters.core.api import write_adapter
 
-        meta = {"format": "pt", "method": config.method, "vadapters_version": vadapters.__version__}
-        if args.to == "single-file":
-            meta[CONFIG_METADATA_KEY] = config.to_json_string()
-            save_tensors(tensors, args.out, meta)
-            written = [args.out]
-        else:
-            os.makedirs(args.out, exist_ok=True)
-            save_tensors(tensors, os.path.join(args.out, WEIGHTS_NAME), meta)
-            written = [os.path.join(args.out, WEIGHTS_NAME), config.save_pretrained(args.out)]
+        written = write_adapter(tensors, config, args.out, single_file=args.to == "single-file")
     print("\n".join(f"wrote {p}" for p in written))
     return 0
 

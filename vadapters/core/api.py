@@ -79,8 +79,6 @@ def _remove(module: nn.Module, state: HostState, name: str) -> None:
     injector = _injector(record.method)
     injector.remove_layers(module, name)
     injector.remove_adapter(module, name)
-    for undo in reversed(state.restorers.pop(name, [])):
-        undo()
     del state.adapters[name]
     state.active = [n for n in state.active if n != name]
     state.weights.pop(name, None)
@@ -149,6 +147,28 @@ def _default_name(host: Any, method: str) -> str:
     return f"{method}_{i}"
 
 
+def write_adapter(
+    tensors: dict[str, torch.Tensor],
+    config: AdapterConfig,
+    path: str,
+    *,
+    single_file: bool = False,
+    adapter_name: str | None = None,
+) -> list[str]:
+    """Write one adapter atomically: a folder (`adapter_config.json` + `adapter_model.safetensors`) or, with
+    `single_file=True`, one `.safetensors` whose metadata embeds the config. Returns the written paths."""
+    metadata = {"format": "pt", "method": config.method, "vadapters_version": __version__}
+    if adapter_name is not None:
+        metadata["adapter_name"] = adapter_name
+    if single_file:
+        metadata[CONFIG_METADATA_KEY] = config.to_json_string()
+        _save_tensors(tensors, path, metadata)
+        return [path]
+    os.makedirs(path, exist_ok=True)
+    _save_tensors(tensors, os.path.join(path, WEIGHTS_NAME), metadata)
+    return [os.path.join(path, WEIGHTS_NAME), config.save_pretrained(path)]
+
+
 # ------------------------------------------------------------------------------------------------ inject / load
 def inject(host: Any, config: AdapterConfig, adapter_name: str = "default") -> Any:
     """Freeze the host and add a fresh, trainable adapter. Returns `host` (mutated in place).
@@ -165,8 +185,9 @@ def inject(host: Any, config: AdapterConfig, adapter_name: str = "default") -> A
     return host
 
 
-def _read_source(path: str, method: str | None) -> list[tuple[str | None, AdapterConfig, dict[str, torch.Tensor]]]:
-    """(name hint, config, state dict) for each adapter found at `path`."""
+def read_adapter(path: str, method: str | None) -> list[tuple[str | None, AdapterConfig, dict[str, torch.Tensor]]]:
+    """(name hint, config, state dict) for each adapter at `path`: a vadapters folder or single file, an official
+    checkpoint a method recognises (or `method` forces), or a folder of named adapter subfolders."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"adapter path not found: {path!r}")
@@ -202,12 +223,11 @@ def _read_source(path: str, method: str | None) -> list[tuple[str | None, Adapte
     if os.path.isdir(path):
         subs = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, CONFIG_NAME)))
         if subs:
-            return [(d, *_read_source(os.path.join(path, d), None)[0][1:]) for d in subs]
+            return [(d, *read_adapter(os.path.join(path, d), None)[0][1:]) for d in subs]
         raise CheckpointError(
             f"{path!r} holds no {CONFIG_NAME} and no official checkpoint layout vadapters recognises; "
             "pass method=... to force a converter"
         )
-    load_tensors(path)  # raises a precise error for pickles / truncated / foreign files
     raise CheckpointError(f"{path!r} is a safetensors file without a vadapters config; pass method=... to convert")
 
 
@@ -274,7 +294,7 @@ def load(
         weight (`float`, optional): adapter weight to set after loading.
         **config_overrides: config fields to change at load time (e.g. `norm_blend=0.5` for ResAdapter).
     """
-    sources = _read_source(os.fspath(path), method)
+    sources = read_adapter(os.fspath(path), method)
     loaded = []
     try:
         for hint, config, tensors in sources:
@@ -340,13 +360,8 @@ def save_pretrained(
         tensors = _injector(record.method).adapter_state_dict(module, name)
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        metadata = {"format": "pt", "method": record.method, "vadapters_version": __version__, "adapter_name": name}
         if single_file:
-            metadata[CONFIG_METADATA_KEY] = config.to_json_string()
-            _save_tensors(tensors, directory, metadata)
-            return [directory]
+            return write_adapter(tensors, config, directory, single_file=True, adapter_name=name)
         target = directory if len(items) == 1 else os.path.join(directory, name)
-        os.makedirs(target, exist_ok=True)
-        _save_tensors(tensors, os.path.join(target, WEIGHTS_NAME), metadata)
-        written += [os.path.join(target, WEIGHTS_NAME), config.save_pretrained(target)]
+        written += write_adapter(tensors, config, target, adapter_name=name)
     return written

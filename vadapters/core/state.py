@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +26,6 @@ class HostState:
     weights: dict[str, float] = field(default_factory=dict)
     disabled: bool = False
     requires_grad_backup: dict[str, bool] = field(default_factory=dict)
-    # Extra undo actions an injector registers per adapter (e.g. restoring an attention-processor map).
-    restorers: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
     fused: bool = False
 
     def methods(self) -> set[str]:

@@ -76,13 +76,3 @@ def resnet_norms(unet: nn.Module) -> dict[str, nn.Module]:
 def spatial_self_attention_processors(unet: nn.Module) -> list[str]:
     """Processor names of spatial `attn1` layers (motion modules and cross-attention excluded)."""
     return [n for n in unet.attn_processors if ".attentions." in n and n.endswith("attn1.processor")]
-
-
-def get_submodule(root: nn.Module, path: str) -> nn.Module:
-    return root.get_submodule(path)
-
-
-def set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, leaf = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, leaf, new)
