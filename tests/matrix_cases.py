@@ -1,4 +1,8 @@
-"""Rows of the method matrix: one `MatrixCase` per (method, host). Later methods append their rows here."""
+"""Rows of the method matrix: one `MatrixCase` per (method, host).
+
+The core rows live here; each later method puts its rows in its own `tests/matrix_<method>.py` (a module-level
+`CASES` list), which `all_cases()` collects.
+"""
 
 from __future__ import annotations
 
@@ -99,3 +103,15 @@ CASES = [
         forward=_forward_unet,
     ),
 ]
+
+
+def all_cases() -> list[MatrixCase]:
+    """The core rows plus the `CASES` of every `tests/matrix_*.py` module, in file-name order."""
+    import importlib
+    import pathlib
+
+    cases = list(CASES)
+    for path in sorted(pathlib.Path(__file__).parent.glob("matrix_*.py")):
+        if path.stem != "matrix_cases":
+            cases += importlib.import_module(path.stem).CASES
+    return cases

@@ -1,4 +1,5 @@
-"""Shared invariants every adapter method must satisfy, run over `matrix_cases.CASES`."""
+"""Shared invariants every adapter method must satisfy, run over `matrix_cases.CASES` plus the `CASES` of every
+`tests/matrix_<method>.py` module (one file per method, so methods never edit each other's rows)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import warnings
 import pytest
 import torch
 import toy_methods  # noqa: F401 - registers the test-only processor method
-from matrix_cases import CASES, MatrixCase, perturb_adapter
+from matrix_cases import MatrixCase, all_cases, perturb_adapter
 from safetensors.torch import load_file, save_file
 
 import vadapters
 from vadapters.core.io import WEIGHTS_NAME
 
+CASES = all_cases()
 pytestmark = pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 
 

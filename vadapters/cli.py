@@ -168,7 +168,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
     from vadapters.train.base import train_tiny_sd
 
     summary = train_tiny_sd(
-        args.out,
+        args.out or os.path.join("outputs", "train-base", "tiny-sd"),
         vae_steps=args.vae_steps,
         unet_steps=args.unet_steps,
         batch_size=args.batch_size,
@@ -177,6 +177,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every,
+        scene_options=_parse_sets(args.scenes) or None,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -207,14 +208,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: every landed method, written as index.html + metrics.json."""
     from vadapters.demo import run_demo
 
-    metrics = run_demo(args.out, quick=args.quick)
+    metrics = run_demo(args.out, quick=args.quick, only=args.only)
     print(f"wrote {os.path.join(args.out, 'index.html')} and metrics.json in {metrics['seconds']} s")
     return 0
 
 
 # ------------------------------------------------------------------------------------------------------ parser
+def add_diffusion_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `vadapters train <method>` for adapters trained on a diffusers pipeline."""
+    p.add_argument("--pipeline", help="local diffusers pipeline folder (default: the embedded tiny pipeline)")
+    p.add_argument("--data", default="synthetic", help="image folder with captions, or 'synthetic'")
+    p.add_argument("--out", required=True, help="output folder (adapter, checkpoints, logs)")
+    p.add_argument("--resolutions", default="16,24,32", help="bucket sizes: comma list of S or HxW")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--set", action="append", default=[], help="extra config field KEY=VALUE; repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--validate-every", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     import vadapters
+    from vadapters.commands import command_modules
+    from vadapters.core.registry import all_specs
 
     parser = argparse.ArgumentParser(prog="vadapters", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vadapters {vadapters.__version__}")
@@ -246,22 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output PNG path")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("train", help="train an adapter with HF Accelerate (resumable)")
-    p.add_argument("method", help="adapter method, e.g. res_adapter")
-    p.add_argument("--pipeline", help="local diffusers pipeline folder (default: the embedded tiny pipeline)")
-    p.add_argument("--data", default="synthetic", help="image folder with captions, or 'synthetic'")
-    p.add_argument("--out", required=True, help="output folder (adapter, checkpoints, logs)")
-    p.add_argument("--resolutions", default="16,24,32", help="bucket sizes: comma list of S or HxW")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--rank", type=int, default=None)
-    p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--set", action="append", default=[], help="extra config field KEY=VALUE; repeatable")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--validate-every", type=int, default=0)
-    p.set_defaults(func=cmd_train)
+    train = sub.add_parser("train", help="train an adapter with HF Accelerate (resumable)")
+    tsub = train.add_subparsers(dest="method", required=True, metavar="METHOD")
+    custom_train: set[str] = set()
+    for module in command_modules():
+        if hasattr(module, "register_train"):
+            custom_train |= set(module.register_train(tsub) or ())
+    for spec in all_specs():
+        if spec.name not in custom_train and set(spec.hosts) & {"diffusers.unet"}:
+            add_diffusion_train_arguments(tsub.add_parser(spec.name, help=spec.description))
 
     p = sub.add_parser("train-base", help="train an embedded default model from scratch on synthetic data")
     p.add_argument("name", choices=("tiny-sd", "judge-shape-colour"))
@@ -275,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--validate-every", type=int, default=0)
+    p.add_argument(
+        "--scenes", action="append", default=[], help="tiny-sd: ShapeScenes option KEY=VALUE (default: 1 large shape)"
+    )
     p.set_defaults(func=cmd_train_base)
 
     p = sub.add_parser("export", help="convert an adapter to another format")
@@ -287,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="main job on the embedded default: train a ResAdapter, then generate")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--quick", action="store_true", help="short training runs (under 3 minutes on 2 CPU cores)")
+    p.add_argument("--only", action="append", help="run only this section (repeatable), e.g. res_adapter")
     p.set_defaults(func=cmd_demo)
+
+    for module in command_modules():
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""SaRA: progressive sparse low-rank fine-tuning (being built; see issue 4)."""
