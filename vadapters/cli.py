@@ -165,6 +165,8 @@ def cmd_train_base(args: argparse.Namespace) -> int:
             )
         print(json.dumps(metrics, indent=2))
         return 0
+    if args.name.startswith("tiny-classifier-") or args.name == "tiny-sam":
+        return _train_perception_default(args)
     from vadapters.train.base import train_tiny_sd
 
     summary = train_tiny_sd(
@@ -180,6 +182,38 @@ def cmd_train_base(args: argparse.Namespace) -> int:
         scene_options=_parse_sets(args.scenes) or None,
     )
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _train_perception_default(args: argparse.Namespace) -> int:
+    from vadapters.models.weights import record_entry, weights_dir
+    from vadapters.train import perception
+
+    out = args.out or str(weights_dir() / args.name)
+    start = time.time()
+    opts = {"seed": args.seed, "checkpoint_every": args.checkpoint_every}
+    if args.steps:
+        opts["steps"] = args.steps
+    if args.batch_size:
+        opts["batch_size"] = args.batch_size
+    if args.name == "tiny-sam":
+        metrics = perception.train_tiny_sam(out, **opts)
+        description = "segment_anything Sam (ViT 4x48, 64 px) trained on salient scenes with point/box/no prompts"
+    else:
+        kind = args.name.removeprefix("tiny-classifier-")
+        metrics = perception.train_tiny_classifier(kind, out, **opts)
+        description = f"timm {perception.CLASSIFIER_ARCHS[kind]} trained on clean ShapeClasses 32x32 (10 classes)"
+    if os.path.abspath(os.path.dirname(out)) == os.path.abspath(weights_dir()):
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items())
+        record_entry(
+            args.name,
+            command=f"vadapters train-base {args.name} {flags}",
+            seed=args.seed,
+            train_seconds=time.time() - start,
+            metrics=metrics,
+            extra={"description": description},
+        )
+    print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -279,12 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
             add_diffusion_train_arguments(tsub.add_parser(spec.name, help=spec.description))
 
     p = sub.add_parser("train-base", help="train an embedded default model from scratch on synthetic data")
-    p.add_argument("name", choices=("tiny-sd", "judge-shape-colour"))
+    p.add_argument(
+        "name", choices=("tiny-sd", "tiny-classifier-cnn", "tiny-classifier-vit", "tiny-sam", "judge-shape-colour")
+    )
     p.add_argument("--out", default=None, help="run folder (tiny-sd: outputs/train-base/tiny-sd; judges: weights/)")
-    p.add_argument("--steps", type=int, default=None, help="judges: optimizer steps (default 1500)")
+    p.add_argument("--steps", type=int, default=None, help="classifiers, tiny-sam, judges: optimizer steps")
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--unet-steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (tiny-sd), 64 (judges)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (tiny-sd), 64 (judges), 128 (classifiers)")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--seed", type=int, default=0)

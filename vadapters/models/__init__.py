@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from vadapters.models.defaults import load_default_classifier, load_default_sam, load_sam
 from vadapters.models.real import (
     SAM_VARIANTS,
     build_unet,
@@ -47,6 +48,9 @@ __all__ = [
     "clip_bpe_files",
     "clip_tokenizer",
     "fill_deterministic_",
+    "load_default_classifier",
+    "load_default_sam",
+    "load_sam",
     "make_scheduler",
     "sam_state_dict_keys",
     "sam_vit",

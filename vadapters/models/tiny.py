@@ -333,13 +333,25 @@ def tiny_animatediff_pipeline(seed: int = 0):
     return pipe
 
 
-def tiny_sam(seed: int = 0, img_size: int = 64, patch_size: int = 8):
-    """Build a tiny, real ``segment_anything.modeling.Sam`` (2-block ViT encoder, width 32).
+def tiny_sam(
+    seed: int = 0,
+    img_size: int = 64,
+    patch_size: int = 8,
+    embed_dim: int = 32,
+    depth: int = 2,
+    num_heads: int = 2,
+    window_size: int = 4,
+    global_attn_indexes: tuple[int, ...] = (1,),
+    prompt_dim: int = 32,
+):
+    """Build a tiny, real ``segment_anything.modeling.Sam`` (by default a 2-block ViT encoder, width 32).
 
     Args:
         seed: Weight-initialisation seed.
         img_size: Side of the square encoder input; images are resized so their long side equals it.
         patch_size: ViT patch size; ``img_size`` must be a multiple of it.
+        embed_dim, depth, num_heads, window_size, global_attn_indexes: the ViT encoder's shape.
+        prompt_dim: width of the neck output, prompt encoder and mask decoder (SAM: 256).
 
     Example:
         >>> sam = tiny_sam()
@@ -358,26 +370,29 @@ def tiny_sam(seed: int = 0, img_size: int = 64, patch_size: int = 8):
             image_encoder=ImageEncoderViT(
                 img_size=img_size,
                 patch_size=patch_size,
-                embed_dim=32,
-                depth=2,
-                num_heads=2,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
                 mlp_ratio=4,
                 norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
                 qkv_bias=True,
                 use_rel_pos=True,
-                window_size=4,
-                global_attn_indexes=(1,),
-                out_chans=32,
+                window_size=window_size,
+                global_attn_indexes=tuple(global_attn_indexes),
+                out_chans=prompt_dim,
             ),
             prompt_encoder=PromptEncoder(
-                embed_dim=32, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size), mask_in_chans=8
+                embed_dim=prompt_dim,
+                image_embedding_size=(grid, grid),
+                input_image_size=(img_size, img_size),
+                mask_in_chans=8,
             ),
             mask_decoder=MaskDecoder(
-                transformer_dim=32,
-                transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
+                transformer_dim=prompt_dim,
+                transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=2 * prompt_dim, num_heads=2),
                 num_multimask_outputs=3,
                 iou_head_depth=2,
-                iou_head_hidden_dim=32,
+                iou_head_hidden_dim=prompt_dim,
             ),
             pixel_mean=[123.675, 116.28, 103.53],
             pixel_std=[58.395, 57.12, 57.375],

@@ -114,7 +114,7 @@ def record_entry(
     files = {
         str(p.relative_to(folder)): {"sha256": sha256_file(p), "size": p.stat().st_size}
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     }
     if not files:
         raise CheckpointError(f"{folder} holds no files to record")
