@@ -48,10 +48,12 @@ def sniff_format(path: str) -> str:
         head = fh.read(16)
     if head[:4] == b"PK\x03\x04":
         return "torch-zip"
+    # safetensors first: its 8-byte header length may itself start with 0x80 (a pickle's first byte).
+    plausible = head[:1] != b"\x80" or (len(head) >= 8 and struct.unpack("<Q", head[:8])[0] < os.path.getsize(path))
+    if len(head) >= 9 and head[8:9] == b"{" and plausible:
+        return "safetensors"
     if head[:1] == b"\x80":
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     return "unknown"
 
 
