@@ -9,7 +9,6 @@ import torch
 
 from vadapters.errors import BadInputError, CheckpointError
 from vadapters.models import load_default_classifier, load_default_sam, load_sam
-from vadapters.models.defaults import sam_variant_of
 from vadapters.models.weights import read_manifest
 
 ENTRIES = read_manifest()["entries"]
@@ -74,7 +73,7 @@ def test_edited_default_is_refused_with_the_regeneration_command(tmp_path, monke
 
 
 def test_load_sam_explains_bad_inputs(tmp_path):
-    with pytest.raises(BadInputError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_sam(tmp_path / "missing.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint at all")
@@ -84,8 +83,6 @@ def test_load_sam_explains_bad_inputs(tmp_path):
     with pytest.raises(CheckpointError, match="not a segment-anything checkpoint"):
         load_sam(tmp_path / "foreign.pth")
     with pytest.raises(BadInputError):
+        load_sam(42)
+    with pytest.raises(BadInputError):
         load_default_classifier("resnet50")
-
-
-def test_sam_variant_is_read_from_the_patch_embedding():
-    assert sam_variant_of({"image_encoder.patch_embed.proj.weight": torch.zeros(1280, 3, 16, 16)}) == "vit_h"

@@ -9,9 +9,9 @@
   `Sam` object (returned as is).
 
 Example:
-    >>> from vadapters.models.defaults import sam_variant_of
-    >>> sam_variant_of({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)})
-    'vit_b'
+    >>> from vadapters.models.defaults import CLASSIFIER_KINDS
+    >>> CLASSIFIER_KINDS
+    ('cnn', 'vit')
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vadapters.errors import BadInputError, CheckpointError, IncompatibleBaseError
+from vadapters.errors import BadInputError, CheckpointError
 
 CLASSIFIER_KINDS = ("cnn", "vit")
-_SAM_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
 def _folder(name_or_path: str | os.PathLike, verify: bool) -> pathlib.Path:
@@ -88,20 +87,6 @@ def load_default_classifier(kind_or_path: str | os.PathLike = "cnn", verify: boo
     return model.eval().requires_grad_(False)
 
 
-def sam_variant_of(state_dict: dict[str, torch.Tensor]) -> str:
-    """`vit_b` / `vit_l` / `vit_h` from the patch embedding width of an official SAM state dict."""
-    weight = state_dict.get("image_encoder.patch_embed.proj.weight")
-    if weight is None:
-        raise CheckpointError(
-            "not a segment-anything checkpoint: no 'image_encoder.patch_embed.proj.weight' "
-            f"(first keys: {sorted(state_dict)[:5]})"
-        )
-    width = int(weight.shape[0])
-    if width not in _SAM_WIDTHS:
-        raise IncompatibleBaseError(f"SAM encoder width {width} is none of the official {sorted(_SAM_WIDTHS)}")
-    return _SAM_WIDTHS[width]
-
-
 def _load_pth(path: str) -> dict[str, torch.Tensor]:
     from vadapters.core.io import sniff_format
 
@@ -146,22 +131,18 @@ def load_default_sam(path: str | os.PathLike | None = None, verify: bool = True)
 
 
 def load_sam(checkpoint: Any = None, verify: bool = True) -> nn.Module:
-    """A segment-anything `Sam` from None (embedded default), a folder, an official `.pth`, or a `Sam`."""
-    if isinstance(checkpoint, nn.Module):
-        from vadapters.core.hosts.sam import is_sam
+    """A segment-anything `Sam` from None (embedded default), a folder in the `weights/tiny-sam` layout (or its
+    `sam_tiny.pth`), an official `sam_vit_{b,l,h}_*.pth` / `.safetensors`, or a `Sam` (returned as is).
 
-        if not is_sam(checkpoint):
-            raise IncompatibleBaseError(f"expected a segment_anything Sam, got {type(checkpoint).__name__}")
-        return checkpoint
-    if checkpoint is None or os.path.isdir(checkpoint):
+    Official checkpoints go through `vadapters.core.hosts.sam.load_sam` (segment-anything's own classes, variant
+    read from the tensor shapes, `torch.load(weights_only=True)`).
+    """
+    if checkpoint is None or (isinstance(checkpoint, (str, os.PathLike)) and os.path.isdir(checkpoint)):
         return load_default_sam(checkpoint, verify=verify)
-    sibling = pathlib.Path(checkpoint).parent / "config.json"
-    if pathlib.Path(checkpoint).name == "sam_tiny.pth" and sibling.is_file():
-        return load_default_sam(pathlib.Path(checkpoint).parent, verify=False)
-    if not os.path.isfile(checkpoint):
-        raise BadInputError(f"SAM checkpoint not found: {checkpoint!r} (give a .pth file, a folder, or None)")
-    from vadapters.models.real import sam_vit
+    if isinstance(checkpoint, (str, os.PathLike)):
+        path = pathlib.Path(checkpoint)
+        if path.name == "sam_tiny.pth" and (path.parent / "config.json").is_file():
+            return load_default_sam(path.parent, verify=False)
+    from vadapters.core.hosts.sam import load_sam as load_official
 
-    state = _load_pth(os.fspath(checkpoint))
-    sam = sam_vit(sam_variant_of(state), device="cpu", seed=0)  # fast fill; every persistent tensor is loaded
-    return _load_into(sam, state, os.fspath(checkpoint))
+    return load_official(checkpoint)

@@ -68,7 +68,9 @@ def _default_sam() -> nn.Module:
     if loader is not None:
         try:
             return loader()
-        except CheckpointError as exc:  # the embedded weights are not trained / recorded yet
+        except CheckpointError as exc:
+            if "no embedded default named" not in str(exc):
+                raise  # present but edited or truncated: never fall back silently
             warnings.warn(f"{exc}; using the random-init tiny SAM instead", stacklevel=3)
     return models.tiny_sam()
 
