@@ -1,0 +1,1 @@
+"""MV-Adapter: multi-view consistent generation (being built; see issue 8)."""
