@@ -1,6 +1,24 @@
 """Diffusers-style pipelines and pipeline helpers (installed as `vadapters.pipelines`)."""
 
+from typing import Any
+
 from vadapters.pipelines.loading import load_pipeline, save_image, side_by_side, to_uint8
 from vadapters.pipelines.sam import SAMAdapterPredictor
 
-__all__ = ["SAMAdapterPredictor", "load_pipeline", "save_image", "side_by_side", "to_uint8"]
+__all__ = [
+    "MultiViewPipeline",
+    "MultiViewXLPipeline",
+    "SAMAdapterPredictor",
+    "load_pipeline",
+    "save_image",
+    "side_by_side",
+    "to_uint8",
+]
+
+
+def __getattr__(name: str) -> Any:  # diffusers' pipeline classes take seconds to import: load them on first use
+    if name in ("MultiViewPipeline", "MultiViewXLPipeline"):
+        from vadapters.pipelines import multiview
+
+        return getattr(multiview, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,91 @@
+"""MV-Adapter configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from vadapters.core.config import AdapterConfig
+
+TOPOLOGIES = ("row", "rowcol6", "full")
+ENCODER_TYPES = ("full_adapter", "full_adapter_xl")
+
+
+@dataclass
+class MVAdapterConfig(AdapterConfig):
+    """MV-Adapter (Huang et al. 2024): multi-view consistent generation with decoupled attention on a frozen UNet.
+
+    Every spatial self-attention (`attn1` under `.attentions.`) gets a parallel multi-view branch that reads the
+    same normed input as the frozen attention: `to_q_mv/k/v` copied from the base `to_q/k/v`, `to_out_mv`
+    zero-initialised, so a fresh adapter leaves the UNet output bit-identical. The optional reference branch
+    (`use_ref`, same initialisation) attends to cached features of a clean reference image. An optional
+    condition encoder (a diffusers `T2IAdapter` on camera raymaps or geometry maps) feeds
+    `down_intrablock_additional_residuals`. Output of each `attn1`: `base + mv_scale * mv + ref_scale * ref`;
+    the adapter weight (`vadapters.set_adapters`) multiplies both branches and the encoder features.
+
+    Args:
+        num_views (`int`): default number of views per object (change per call with `multiview_state`).
+        topology (`str`): `"row"` (orthographic, elevation 0: a token attends to its row in all views),
+            `"rowcol6"` (the official 6-view front/right/back/left/top/bottom rows + columns) or `"full"`
+            (all tokens of all views; any cameras).
+        use_ref (`bool`): add the reference-image branch (`_ref`) for image-to-multiview.
+        condition_channels (`int`): input channels of the condition encoder (6 for raymaps or position +
+            normal maps); 0 means no encoder.
+        condition_type (`str`): `"full_adapter"` (SD 1.x / 2.x) or `"full_adapter_xl"` (SDXL).
+        condition_downscale_factor (`int`): pixel-unshuffle factor of the encoder; the VAE scale factor for
+            `full_adapter` (8 for real SD), 16 for the official SDXL encoder.
+        condition_num_res_blocks (`int`, optional): residual blocks per encoder level; `None` uses the UNet's
+            `layers_per_block`.
+
+    Example:
+        >>> cfg = MVAdapterConfig(num_views=4, topology="full")
+        >>> MVAdapterConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    method: ClassVar[str] = "mv_adapter"
+
+    num_views: int = field(default=6, metadata={"help": "Default number of views per object (per-call override)."})
+    topology: str = field(default="row", metadata={"help": "Multi-view attention: 'row', 'rowcol6' or 'full'."})
+    use_ref: bool = field(default=False, metadata={"help": "Add the reference-image branch (_ref)."})
+    condition_channels: int = field(
+        default=0, metadata={"help": "Condition encoder input channels (6 for raymaps); 0 = no encoder."}
+    )
+    condition_type: str = field(
+        default="full_adapter", metadata={"help": "T2IAdapter type: 'full_adapter' or 'full_adapter_xl' (SDXL)."}
+    )
+    condition_downscale_factor: int = field(
+        default=8, metadata={"help": "Encoder pixel-unshuffle factor (VAE scale factor; 16 for the SDXL encoder)."}
+    )
+    condition_num_res_blocks: int | None = field(
+        default=None, metadata={"help": "Residual blocks per encoder level; None = UNet layers_per_block."}
+    )
+
+    def validate(self) -> None:
+        self._require(
+            isinstance(self.num_views, int) and self.num_views >= 1,
+            f"num_views must be an int >= 1, got {self.num_views!r}",
+        )
+        self._require(self.topology in TOPOLOGIES, f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        self._require(
+            self.topology != "rowcol6" or self.num_views == 6,
+            f"topology 'rowcol6' is defined for exactly 6 views (front, right, back, left, top, bottom), "
+            f"got num_views={self.num_views}; use 'full' for other view sets",
+        )
+        self._require(
+            isinstance(self.condition_channels, int) and self.condition_channels >= 0,
+            f"condition_channels must be an int >= 0, got {self.condition_channels!r}",
+        )
+        self._require(
+            self.condition_type in ENCODER_TYPES,
+            f"condition_type must be one of {ENCODER_TYPES}, got {self.condition_type!r}",
+        )
+        self._require(
+            isinstance(self.condition_downscale_factor, int) and self.condition_downscale_factor >= 1,
+            f"condition_downscale_factor must be an int >= 1, got {self.condition_downscale_factor!r}",
+        )
+        self._require(
+            self.condition_num_res_blocks is None
+            or (isinstance(self.condition_num_res_blocks, int) and self.condition_num_res_blocks >= 1),
+            f"condition_num_res_blocks must be None or an int >= 1, got {self.condition_num_res_blocks!r}",
+        )

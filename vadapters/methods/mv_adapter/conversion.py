@@ -1,0 +1,121 @@
+"""Official MV-Adapter checkpoints <-> vadapters state dicts (pure functions), plus file detection.
+
+The official release (`mvadapter_{t2mv,i2mv}_{sd21,sdxl}.safetensors`, `mvadapter_{tg2mv,ig2mv}_sdxl...`) is one
+flat safetensors file holding
+- UNet processor keys: `<...>.attn1.processor.to_{q,k,v}_{mv,ref}.weight`, `<...>.attn1.processor.to_out_{mv,ref}.0.
+  {weight,bias}` - the same names vadapters uses, because our wrapper sits where the official processor sits;
+- the condition encoder (a diffusers `T2IAdapter`) **unprefixed**: `adapter.conv_in.weight`, `adapter.body...`;
+  vadapters keeps it under `mv_condition_encoder.cond_encoder.`.
+Upstream loads both with `strict=False`; here every key must map, and `vadapters.load` then checks strictly that
+nothing is missing or unexpected on the target UNet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import torch
+
+from vadapters.core.io import load_tensors
+from vadapters.errors import CheckpointError
+from vadapters.methods.mv_adapter.condition import ENCODER_ATTRIBUTE
+from vadapters.methods.mv_adapter.config import MVAdapterConfig
+
+ENCODER_PREFIX = f"{ENCODER_ATTRIBUTE}.cond_encoder."
+_PROC_KEY = re.compile(
+    r"^(?:down_blocks\.\d+|mid_block|up_blocks\.\d+)\.attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor\."
+    r"(?:to_[qkv]_(?:mv|ref)\.weight|to_out_(?:mv|ref)\.0\.(?:weight|bias))$"
+)
+_ENCODER_KEY = re.compile(r"^adapter\.[\w.]+$")
+_RES_BLOCK = re.compile(r"^adapter\.body\.0\.resnets\.(\d+)\.")
+
+
+def convert_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official flat keys -> vadapters keys; raises `CheckpointError` on any key that is not MV-Adapter's.
+
+    Example:
+        >>> sd = {"mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_mv.weight": torch.zeros(2, 2),
+        ...       "adapter.conv_in.weight": torch.zeros(1)}
+        >>> sorted(convert_official(sd))[0]
+        'mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_mv.weight'
+        >>> sorted(convert_official(sd))[1]
+        'mv_condition_encoder.cond_encoder.adapter.conv_in.weight'
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if _PROC_KEY.match(key):
+            out[key] = tensor
+        elif _ENCODER_KEY.match(key):
+            out[ENCODER_PREFIX + key] = tensor
+        else:
+            raise CheckpointError(
+                f"unexpected key in an MV-Adapter checkpoint: {key!r} (expected '...attn1.processor.to_*_mv/ref...' "
+                "or unprefixed T2I-Adapter keys 'adapter....')"
+            )
+    return out
+
+
+def to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """vadapters keys -> the official flat layout (inverse of `convert_official`)."""
+    out = {}
+    for key, tensor in state_dict.items():
+        if key.startswith(ENCODER_PREFIX):
+            out[key.removeprefix(ENCODER_PREFIX)] = tensor
+        elif _PROC_KEY.match(key):
+            out[key] = tensor
+        else:
+            raise CheckpointError(f"key {key!r} is not part of an MV-Adapter")
+    return out
+
+
+def infer_config(state_dict: dict[str, torch.Tensor], name: str = "") -> MVAdapterConfig:
+    """Config of an official file from its tensors (and file name for the geometry models' row+column scheme).
+
+    The official encoders take 6-channel maps; the downscale factor follows from `conv_in` (6 * f^2 inputs):
+    8 is the SD 2.1 `full_adapter`, 16 the SDXL `full_adapter_xl`.
+    """
+    use_ref = any("_ref." in k for k in state_dict)
+    kwargs: dict = {"num_views": 6, "use_ref": use_ref, "topology": "rowcol6" if "g2mv" in name else "row"}
+    conv_in = state_dict.get("adapter.conv_in.weight")
+    if conv_in is not None:
+        factor = math.isqrt(int(conv_in.shape[1]) // 6)
+        if 6 * factor * factor != int(conv_in.shape[1]):
+            raise CheckpointError(
+                f"adapter.conv_in takes {conv_in.shape[1]} channels, not 6 * f^2 as official encoders"
+            )
+        blocks = {int(m.group(1)) for k in state_dict if (m := _RES_BLOCK.match(k))}
+        kwargs.update(
+            condition_channels=6,
+            condition_downscale_factor=factor,
+            condition_type="full_adapter_xl" if factor == 16 else "full_adapter",
+            condition_num_res_blocks=max(blocks) + 1 if blocks else None,
+        )
+    return MVAdapterConfig(**kwargs)
+
+
+def _keys(path: str) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        if (fh.metadata() or {}).get("vadapters_config"):
+            return []
+        return list(fh.keys())
+
+
+def detect(path: str) -> bool:
+    """True for an official MV-Adapter safetensors file (processor `_mv` keys, no vadapters config)."""
+    if not (os.path.isfile(path) and path.endswith(".safetensors")):
+        return False
+    try:
+        keys = _keys(path)
+    except Exception:  # noqa: BLE001 - not ours to diagnose here
+        return False
+    return any(k.endswith("processor.to_q_mv.weight") for k in keys)
+
+
+def convert(path: str) -> tuple[MVAdapterConfig, dict[str, torch.Tensor]]:
+    """Read an official MV-Adapter file into (config, vadapters state dict)."""
+    tensors, _ = load_tensors(path)
+    return infer_config(tensors, os.path.basename(path)), convert_official(tensors)
