@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="classifiers, tiny-sam, judges: optimizer steps")
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--unet-steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (tiny-sd), 64 (judges), 128 (classifiers)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="default: 32 (tiny-sd), 64 (judges), 128 (classifiers)"
+    )
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--seed", type=int, default=0)
