@@ -301,7 +301,7 @@ def test_cli_segment_prompt_free_and_with_point(tmp_path):
     from vadapters.synthetic.segmentation import CamouflageScenes, save_folder
 
     save_folder(CamouflageScenes(1, textures=["noise"]), tmp_path / "data", size=(40, 56))
-    sam = tiny_sam()
+    sam = load_sam(None)  # the CLI's default SAM (the embedded tiny-sam once it is committed)
     vadapters.inject(sam, SAMAdapterConfig(scale_factor=8, init="official"))
     vadapters.save_pretrained(sam, tmp_path / "adapter")
     image = str(tmp_path / "data" / "images" / "00000.png")

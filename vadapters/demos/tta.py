@@ -19,9 +19,21 @@ COLOURS = ((90, 90, 90), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39
 
 def plot_errors(results: dict[str, Any], path: str, title: str = "") -> str:
     """Line plot of per-segment error (%) for each method's `StreamResult`; PNG via PIL. Returns `path`."""
-    from PIL import Image, ImageDraw
+    import io
 
     from vadapters.core.io import _atomic_replace
+
+    buffer = io.BytesIO()
+    error_plot_image(results, title).save(buffer, format="PNG")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+    return path
+
+
+def error_plot_image(results: dict[str, Any], title: str = ""):
+    """The plot of `plot_errors` as a PIL image; `results` maps a method name to anything with `segments` (dicts
+    with `domain` and `error` in [0, 1]) and `mean_error`."""
+    from PIL import Image, ImageDraw
 
     first = next(iter(results.values()))
     labels = [s["domain"][:8] for s in first.segments]
@@ -50,13 +62,7 @@ def plot_errors(results: dict[str, Any], path: str, title: str = "") -> str:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         draw.text((width + 5, top + 16 * k), f"{name} {100 * result.mean_error:.1f}", fill=colour)
     draw.text((left, 8), title or "error per domain (lower is better); legend: method, mean error %", fill="black")
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
-    return path
+    return image
 
 
 def _methods(quick: bool, bn_model: bool) -> dict[str, dict[str, Any]]:

@@ -126,6 +126,7 @@ class DiffusionAdapterRecipe:
             pipe.vae.requires_grad_(False)
             self.model.requires_grad_(True)
             self._params = list(self.model.parameters())
+            self.method_hooks = None
         else:
             component = config.target_component or get_method(config.method).injector_cls.component
             devices = (
@@ -136,7 +137,11 @@ class DiffusionAdapterRecipe:
                 inject(pipe, config, adapter_name)
             self.pipe, self.adapter_name, self.seed = pipe, adapter_name, int(seed)
             self.model = hosts.resolve_target(pipe, component)
-            self._params = list(get_method(config.method).injector_cls().adapter_parameters(self.model, adapter_name))
+            injector = get_method(config.method).injector_cls()
+            self._params = list(injector.adapter_parameters(self.model, adapter_name))
+            # Optional per-method extras (e.g. SaRA's regulariser and re-selection): see `on_train_begin`.
+            make_hooks = getattr(injector, "training_hooks", None)
+            self.method_hooks = make_hooks(self.model, adapter_name, seed=seed) if make_hooks else None
         self.source, self.batch_size, self.caption_dropout = data_source, batch_size, float(caption_dropout)
         self.collate = collate_image_caption
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -166,11 +171,21 @@ class DiffusionAdapterRecipe:
             if isinstance(module, nn.Module) and module is not self.model:
                 module.to(accelerator.device)
 
+    def on_train_begin(self, optimizer: Any = None, max_steps: int | None = None) -> None:
+        """Hand the optimizer and run length to the method's training hooks, if it has any."""
+        if self.method_hooks is not None:
+            self.method_hooks.on_train_begin(optimizer=optimizer, max_steps=max_steps)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state: dict[str, Any] = {"generator": self.generator.get_state()}
+        if self.method_hooks is not None:
+            state["method"] = self.method_hooks.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if self.method_hooks is not None and "method" in state:
+            self.method_hooks.load_state_dict(state["method"])
 
     @property
     def device(self) -> torch.device:
@@ -205,7 +220,9 @@ class DiffusionAdapterRecipe:
         }
 
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
-        """MSE between the UNet output and the scheduler's target on one batch."""
+        """MSE between the UNet output and the scheduler's target on one batch (plus the method's extra loss)."""
+        if self.method_hooks is not None:
+            self.method_hooks.before_loss(step)
         pixels = batch["pixel_values"]
         captions = list(batch["captions"])
         if self.caption_dropout > 0:
@@ -226,7 +243,9 @@ class DiffusionAdapterRecipe:
         else:
             target = latents
         prediction = self._unet(noisy, timesteps, **cond, return_dict=False)[0]
-        return F.mse_loss(prediction.float(), target.float())
+        loss = F.mse_loss(prediction.float(), target.float())
+        extra = self.method_hooks.extra_loss(step) if self.method_hooks is not None else None
+        return loss if extra is None else loss + extra
 
     # ------------------------------------------------------------------------------------------ validate / save
     def _default_prompts(self) -> list[str]:

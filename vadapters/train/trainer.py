@@ -18,6 +18,9 @@ Recipe protocol (attributes and methods the trainer uses; the optional ones may 
 - `recipe.setup(accelerator, model)` (optional): called once after `prepare`, with the prepared (possibly
   wrapped) model; the recipe should run its forward pass through it and move its frozen parts to
   `accelerator.device`.
+- `recipe.on_train_begin(optimizer=..., max_steps=...)` (optional): called once after `setup`, before a
+  checkpoint is restored, with the (prepared) optimizer and the run's total steps - for methods whose training
+  changes the trainable set mid-run (SaRA's progressive re-selection).
 - `recipe.loss(batch, step) -> scalar tensor`: the loss of one micro-batch; `step` is the number of optimizer
   steps done so far. Randomness should come from a generator the recipe owns (and saves in `state_dict`), not
   from the global RNG, so that resuming reproduces an uninterrupted run.
@@ -31,6 +34,11 @@ Checkpoints (`vadapters.train.checkpoints`) are `output_dir/checkpoints/step-N/`
 and renamed when complete: every `checkpoint_every` steps, at the end, and on `KeyboardInterrupt` (the state as
 of the last finished step, then the interrupt is re-raised).
 
+Observers (`observe_steps(callback)`, a context manager): every `Trainer.train()` run in the current thread calls
+`callback(record)` after each optimizer step (`record`: `step`, `max_steps`, `loss`, `lr`, `seconds`,
+`output_dir`); a callback that raises `KeyboardInterrupt` stops the run exactly like Ctrl-C (an app's Stop button,
+run from another thread through a flag the callback reads).
+
 Example:
     >>> from vadapters.train.trainer import TrainingArguments
     >>> TrainingArguments(output_dir="out", max_steps=10, learning_rate=1e-4).lr_scheduler
@@ -39,10 +47,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +64,33 @@ from vadapters.errors import BadInputError
 from vadapters.train import checkpoints as ckpt
 from vadapters.train.checkpoints import LOG_NAME, find_latest_checkpoint
 
-__all__ = ["Trainer", "TrainingArguments", "find_latest_checkpoint"]
+__all__ = ["Trainer", "TrainingArguments", "find_latest_checkpoint", "observe_steps"]
+
+_OBSERVERS = threading.local()
+
+
+@contextlib.contextmanager
+def observe_steps(callback: Any):
+    """Call `callback(record)` after every optimizer step of the `Trainer.train()` runs in this thread.
+
+    `record` holds `step`, `max_steps`, `loss`, `lr`, `seconds` and `output_dir`. Raising `KeyboardInterrupt`
+    in the callback stops training as Ctrl-C does: a checkpoint of the last finished step is saved, then the
+    interrupt propagates to the caller.
+
+    Example:
+        >>> records = []
+        >>> with observe_steps(records.append):
+        ...     len(_OBSERVERS.callbacks)
+        1
+        >>> getattr(_OBSERVERS, "callbacks", [])
+        []
+    """
+    callbacks = getattr(_OBSERVERS, "callbacks", [])
+    _OBSERVERS.callbacks = [*callbacks, callback]
+    try:
+        yield callback
+    finally:
+        _OBSERVERS.callbacks = callbacks
 
 
 def _arg(default: Any, help: str) -> Any:
@@ -265,6 +301,8 @@ class Trainer:
         ckpt.register_trainable_hooks(accelerator, named)
         if hasattr(recipe, "setup"):
             recipe.setup(accelerator, model)
+        if hasattr(recipe, "on_train_begin"):
+            recipe.on_train_begin(optimizer=optimizer, max_steps=args.max_steps)
 
         latest = find_latest_checkpoint(args.output_dir) if args.resume else None
         resumed = ckpt.checkpoint_step(latest) if latest else None
@@ -325,6 +363,17 @@ class Trainer:
                             saved_at.add(step)
                         if args.validate_every and step % args.validate_every == 0 and hasattr(recipe, "validate"):
                             self._validate(model, step)
+                        for callback in getattr(_OBSERVERS, "callbacks", ()):
+                            callback(
+                                {
+                                    "step": step,
+                                    "max_steps": args.max_steps,
+                                    "loss": last_loss,
+                                    "lr": lr,
+                                    "seconds": round(time.time() - started, 3),
+                                    "output_dir": args.output_dir,
+                                }
+                            )
                         if step >= args.max_steps:
                             break
                 finally:
