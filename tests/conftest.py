@@ -24,3 +24,29 @@ def official_dir() -> pathlib.Path:
     if not OFFICIAL.is_dir():
         pytest.skip(f"official ResAdapter fixtures not found at {OFFICIAL}")
     return OFFICIAL
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded; two spinning threads on a loaded 2-core machine cost 10x CPU.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """A random-init timm `test_resnet` (BatchNorm) classifier, 10 classes, 32 px."""
+    from vadapters.models import tiny_timm_classifier
+
+    return tiny_timm_classifier("test_resnet", seed=0)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    """A random-init timm `test_vit` (LayerNorm, patch 4) classifier, 10 classes, 32 px."""
+    from vadapters.models import tiny_timm_classifier
+
+    return tiny_timm_classifier("test_vit", seed=0)

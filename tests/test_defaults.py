@@ -86,3 +86,18 @@ def test_load_sam_explains_bad_inputs(tmp_path):
         load_sam(42)
     with pytest.raises(BadInputError):
         load_default_classifier("resnet50")
+
+
+def test_train_base_recipes_write_loadable_defaults(tmp_path):
+    """The scripts behind weights/ (a few steps): their folders load with the same loaders as the defaults."""
+    from vadapters.train.perception import train_tiny_classifier, train_tiny_sam
+
+    metrics = train_tiny_classifier("cnn", str(tmp_path / "cnn"), steps=2, batch_size=8, num_items=32)
+    assert 0.0 <= metrics["clean_test_accuracy"] <= 1.0 and metrics["train_steps"] == 2
+    model = load_default_classifier(tmp_path / "cnn")
+    assert model.pretrained_cfg["class_names"][0] == "solid circle"
+    metrics = train_tiny_sam(str(tmp_path / "sam"), steps=2, batch_size=2, num_items=8, eval_items=2)
+    assert set(metrics) >= {"salient_miou_box", "camouflage_miou_none", "shadow_miou_point"}
+    sam = load_sam(tmp_path / "sam")
+    assert sam.image_encoder.img_size == 64 and len(sam.image_encoder.blocks) == 4
+    assert load_sam(tmp_path / "sam" / "sam_tiny.pth").image_encoder.patch_embed.proj.weight.shape[0] == 48

@@ -12,24 +12,7 @@ from vadapters.models import tiny_timm_classifier
 from vadapters.tta import TENT, BNAdapt, CoTTA, CoTTAAugment, Source, batch_statistics, confidence_threshold
 from vadapters.tta.baselines import ema_update, soft_cross_entropy, stochastic_restore
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; two spinning threads on a loaded 2-core machine cost 10x CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return tiny_timm_classifier("test_resnet", seed=0)
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return tiny_timm_classifier("test_vit", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(model):

@@ -13,24 +13,7 @@ from vadapters.tta.affinity import Affinity, build_affinity, knn_affinity, pairw
 from vadapters.tta.base import split_classifier
 from vadapters.tta.lame import lame_energy, laplacian_optimisation
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; two spinning threads on a loaded 2-core machine cost 10x CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return tiny_timm_classifier("test_resnet", seed=0)
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return tiny_timm_classifier("test_vit", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clustered(n=40, k=4, d=16, seed=0):

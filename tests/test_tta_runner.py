@@ -9,23 +9,10 @@ import pytest
 import torch
 
 from vadapters.errors import BadInputError
-from vadapters.models import tiny_timm_classifier
 from vadapters.tta import LAME, METHODS, Source, build_method
 from vadapters.tta.runner import PeakMemory, StreamResult, error_table, make_stream, run_stream
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; two spinning threads on a loaded 2-core machine cost 10x CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return tiny_timm_classifier("test_resnet", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_make_stream_kinds_and_resets():

@@ -6,29 +6,12 @@ import pytest
 import torch
 
 from vadapters.errors import BadInputError
-from vadapters.models import tiny_timm_classifier
 from vadapters.tta import VDP, BNAdapt, DomainShiftDetector, Source, VDPConfig, homeostasis_loss, prompt_mask
 
 X = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; two spinning threads on a loaded 2-core machine cost 10x CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return tiny_timm_classifier("test_resnet", seed=0)
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return tiny_timm_classifier("test_vit", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(model):

@@ -76,6 +76,32 @@ class _TensorDataset(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
+class _TensorRecipe:
+    """Recipe plumbing for in-memory tensor datasets: every parameter that requires grad trains, seeded shuffled
+    batches, one owned generator (saved in checkpoints); the caller saves the model itself."""
+
+    def __init__(self, model: nn.Module, batch_size: int, seed: int, **tensors: torch.Tensor) -> None:
+        self.model = model
+        self.dataset = _TensorDataset(**tensors)
+        self.batch_size = int(batch_size)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def batch_sampler(self, seed: int, batch_size: int) -> ShuffleBatchSampler:
+        return ShuffleBatchSampler(len(self.dataset), batch_size, seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def save(self, output_dir: str) -> list[str]:
+        return []
+
+
 def _random_shift_flip(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Per-image random translation (reflect pad + crop) and horizontal flip."""
     b, _, h, w = x.shape
@@ -87,37 +113,19 @@ def _random_shift_flip(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> tor
     return torch.where(torch.tensor(flip).view(b, 1, 1, 1), out.flip(-1), out)
 
 
-class ClassifierRecipe:
+class ClassifierRecipe(_TensorRecipe):
     """Cross-entropy (label smoothing 0.1) on `ShapeClasses` images in [0, 1], normalised by mean/std 0.5."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int):
-        self.model = model
-        self.dataset = _TensorDataset(image=images, label=labels)
-        self.batch_size = int(batch_size)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def batch_sampler(self, seed: int, batch_size: int) -> ShuffleBatchSampler:
-        return ShuffleBatchSampler(len(self.dataset), batch_size, seed)
+        super().__init__(model, batch_size, seed, image=images, label=labels)
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
         self._forward = model
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
 
     def loss(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         x = _random_shift_flip(batch["image"], self.generator)
         x = (x - 0.5) / 0.5
         return F.cross_entropy(getattr(self, "_forward", self.model)(x), batch["label"], label_smoothing=0.1)
-
-    def save(self, output_dir: str) -> list[str]:
-        return []
 
 
 @torch.no_grad()
@@ -251,29 +259,14 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
 
 
-class SamRecipe:
+class SamRecipe(_TensorRecipe):
     """Train every SAM part on image/mask pairs with random point / box / no prompts: BCE + Dice on the mask
     logits (at the decoder's resolution) + MSE of the predicted IoU."""
 
     PROMPT_KINDS = ("point", "box", "none")
 
     def __init__(self, sam: nn.Module, images: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int):
-        self.model = sam
-        self.dataset = _TensorDataset(image=images, mask=masks)
-        self.batch_size = int(batch_size)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def batch_sampler(self, seed: int, batch_size: int) -> ShuffleBatchSampler:
-        return ShuffleBatchSampler(len(self.dataset), batch_size, seed)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        super().__init__(sam, batch_size, seed, image=images, mask=masks)
 
     def loss(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         sam = self.model.module if hasattr(self.model, "module") else self.model
@@ -291,9 +284,6 @@ class SamRecipe:
             iou = inter / union.clamp_min(1)
         bce = F.binary_cross_entropy_with_logits(logits, target)
         return bce + _dice_loss(logits, target) + F.mse_loss(iou_pred[:, 0], iou)
-
-    def save(self, output_dir: str) -> list[str]:
-        return []
 
 
 @torch.no_grad()
