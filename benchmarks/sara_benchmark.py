@@ -440,7 +440,7 @@ def memory_child(variant: str, payload: str, batch_size: int) -> None:
     from diffusers import UNet2DConditionModel
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    data = torch.load(payload, weights_only=False)
+    data = torch.load(payload, weights_only=True)  # our own payload: tensors, dicts, lists and numbers only
     args = argparse.Namespace(**{**data["args"], "batch_size": batch_size})
     torch.set_num_threads(1)
     unet = UNet2DConditionModel.from_config(data["config"])

@@ -109,6 +109,19 @@ class AdapterConfig:
     def from_pretrained(cls, directory: str | os.PathLike) -> AdapterConfig:
         return cls.from_dict(read_config_dict(directory))
 
+    @classmethod
+    def from_overrides(cls, overrides: dict[str, Any] | None = None) -> AdapterConfig:
+        """The default config with `overrides` applied; unknown field names raise `BadInputError` (a training
+        option typed by a user, unlike `from_dict`, which only warns about keys in files written by other
+        versions)."""
+        overrides = dict(overrides or {})
+        known = {f.name for f in fields(cls)}
+        if set(overrides) - known:
+            raise BadInputError(
+                f"{cls.__name__} has no field(s) {sorted(set(overrides) - known)}; fields: {sorted(known)}"
+            )
+        return cls(**overrides)
+
     def replace(self, **changes: Any) -> AdapterConfig:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)

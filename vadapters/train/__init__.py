@@ -120,11 +120,8 @@ def train_adapter(
             f"training is implemented for diffusion adapters (hosts {DIFFUSION_HOSTS}); method {spec.name!r} "
             f"targets {spec.hosts}, which has no training recipe yet"
         )
-    unknown = sorted(set(training_kwargs) - set(TrainingArguments.__dataclass_fields__))
-    if unknown:
-        raise BadInputError(f"unknown training option(s) {unknown}; see TrainingArguments.help()")
-    args = TrainingArguments(
-        output_dir=os.fspath(output_dir),
+    args = TrainingArguments.from_options(
+        output_dir,
         max_steps=steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
@@ -133,13 +130,7 @@ def train_adapter(
         seed=seed,
         **training_kwargs,
     )
-    overrides = dict(config_overrides or {})
-    fields = set(spec.config_cls.__dataclass_fields__)
-    if set(overrides) - fields:
-        raise BadInputError(
-            f"{spec.config_cls.__name__} has no field(s) {sorted(set(overrides) - fields)}; fields: {sorted(fields)}"
-        )
-    config = spec.config_cls(**overrides)
+    config = spec.config_cls.from_overrides(config_overrides)
     pipe, base_path = _load_pipeline(pipeline)
     if base_path and config.base_model_name_or_path is None:
         config = config.replace(base_model_name_or_path=base_path)

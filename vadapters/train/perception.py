@@ -102,6 +102,22 @@ class _TensorRecipe:
         return []
 
 
+def _run_arguments(output_dir: str, steps: int, lr: float, batch: int, seed: int, every: int, weight_decay: float):
+    """AdamW with warm-up then cosine decay; the resumable run state goes to `output_dir/.run` (never recorded in
+    the manifest, ignored by git)."""
+    return TrainingArguments(
+        output_dir=os.path.join(output_dir, ".run"),
+        max_steps=steps,
+        learning_rate=lr,
+        batch_size=batch,
+        seed=seed,
+        weight_decay=weight_decay,
+        checkpoint_every=every,
+        lr_scheduler="cosine",
+        lr_warmup_steps=min(200, steps // 10),
+    )
+
+
 def _random_shift_flip(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Per-image random translation (reflect pad + crop) and horizontal flip."""
     b, _, h, w = x.shape
@@ -163,17 +179,7 @@ def train_tiny_classifier(
     model = tiny_timm_classifier(CLASSIFIER_ARCHS[kind], num_classes=10, img_size=32, seed=seed)
     model.train().requires_grad_(True)
     recipe = ClassifierRecipe(model, images, torch.from_numpy(train.labels.copy()), batch_size, seed)
-    args = TrainingArguments(
-        output_dir=os.path.join(output_dir, ".run"),
-        max_steps=steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        weight_decay=0.05,
-        checkpoint_every=checkpoint_every,
-        lr_scheduler="cosine",
-        lr_warmup_steps=min(200, steps // 10),
-    )
+    args = _run_arguments(output_dir, steps, learning_rate, batch_size, seed, checkpoint_every, weight_decay=0.05)
     summary = Trainer(recipe, args).train()
     test_images = torch.from_numpy(test.images_uint8().copy()).permute(0, 3, 1, 2).float() / 255
     metrics = {
@@ -324,17 +330,7 @@ def train_tiny_sam(
     images, masks = render_segmentation_set(SalientScenes(num_items, seed=seed), size)
     sam = tiny_sam(seed=seed, **TINY_SAM_CONFIG)
     sam.train().requires_grad_(True)
-    args = TrainingArguments(
-        output_dir=os.path.join(output_dir, ".run"),
-        max_steps=steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        weight_decay=0.01,
-        checkpoint_every=checkpoint_every,
-        lr_scheduler="cosine",
-        lr_warmup_steps=min(200, steps // 10),
-    )
+    args = _run_arguments(output_dir, steps, learning_rate, batch_size, seed, checkpoint_every, weight_decay=0.01)
     summary = Trainer(SamRecipe(sam, images, masks, batch_size, seed), args).train()
     metrics: dict[str, Any] = {"train_steps": summary["steps"], "final_loss": round(float(summary["final_loss"]), 4)}
     for name, cls in (("salient", SalientScenes), ("camouflage", CamouflageScenes), ("shadow", ShadowScenes)):

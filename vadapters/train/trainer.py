@@ -157,6 +157,15 @@ class TrainingArguments:
             raise BadInputError("TrainingArguments: " + "; ".join(problems))
 
     @classmethod
+    def from_options(cls, output_dir: Any, **options: Any) -> TrainingArguments:
+        """`TrainingArguments(output_dir, **options)`, with unknown option names refused by name (they usually come
+        from a user's `**training_kwargs`)."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise BadInputError(f"unknown training option(s) {unknown}; see TrainingArguments.help()")
+        return cls(output_dir=os.fspath(output_dir), **options)
+
+    @classmethod
     def help(cls) -> str:
         """One line per field: name, default, help text."""
         fields = dataclasses.fields(cls)

@@ -240,14 +240,15 @@ def train_mv_adapter(
     """
     from vadapters.train import _load_pipeline
 
-    unknown = sorted(set(training_kwargs) - set(TrainingArguments.__dataclass_fields__))
-    if unknown:
-        raise BadInputError(f"unknown training option(s) {unknown}; see TrainingArguments.help()")
+    args = TrainingArguments.from_options(
+        output_dir, max_steps=steps, learning_rate=learning_rate, batch_size=batch_size,
+        checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed, **training_kwargs,
+    )  # fmt: skip
     overrides = {"condition_channels": 6, **(config_overrides or {}), "num_views": int(num_views)}
     pipe, base_path = _load_pipeline(pipeline)
     if "condition_downscale_factor" not in overrides:
         overrides["condition_downscale_factor"] = int(pipe.vae_scale_factor)
-    config = MVAdapterConfig(**overrides)
+    config = MVAdapterConfig.from_overrides(overrides)
     if base_path:
         config = config.replace(base_model_name_or_path=base_path)
     source = MultiViewSource(num_items, seed=seed, num_views=num_views, elevation=elevation)
@@ -255,9 +256,5 @@ def train_mv_adapter(
         pipe, config, source, resolutions, batch_size, adapter_name=adapter_name,
         caption_dropout=caption_dropout, condition_dropout=condition_dropout, reference_dropout=reference_dropout,
         seed=seed,
-    )  # fmt: skip
-    args = TrainingArguments(
-        output_dir=os.fspath(output_dir), max_steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-        checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed, **training_kwargs,
     )  # fmt: skip
     return Trainer(recipe, args).train()

@@ -70,24 +70,17 @@ class SAMAdapterInjector(BaseInjector):
             layer.add(adapter_name, config, len(encoder.blocks))
             if getattr(encoder, HOOKS_ATTR, None) is None:
                 object.__setattr__(encoder, HOOKS_ATTR, install_block_hooks(encoder))
-        if config.train_decoder:
-            layer = module.mask_decoder
-            if not isinstance(layer, AdaptedMaskDecoder):
-                layer = AdaptedMaskDecoder(layer)
-                replace_module(module, "mask_decoder", layer)
-            layer.add(adapter_name)
-        if config.train_no_mask_embed:
-            layer = prompts.no_mask_embed
-            if not isinstance(layer, AdaptedNoMaskEmbed):
-                layer = AdaptedNoMaskEmbed(layer)
-                replace_module(prompts, "no_mask_embed", layer)
-            layer.add(adapter_name)
-        if config.official_positional_encoding:
-            layer = prompts.pe_layer
-            if not isinstance(layer, PositionalEncodingOverride):
-                layer = PositionalEncodingOverride(layer)
-                replace_module(prompts, "pe_layer", layer)
-            layer.add(adapter_name)
+        for wanted, parent, name, wrapper in (
+            (config.train_decoder, module, "mask_decoder", AdaptedMaskDecoder),
+            (config.train_no_mask_embed, prompts, "no_mask_embed", AdaptedNoMaskEmbed),
+            (config.official_positional_encoding, prompts, "pe_layer", PositionalEncodingOverride),
+        ):
+            if wanted:
+                layer = getattr(parent, name)
+                if not isinstance(layer, wrapper):
+                    layer = wrapper(layer)
+                    replace_module(parent, name, layer)
+                layer.add(adapter_name)
 
     def remove_adapter(self, module: nn.Module, adapter_name: str) -> None:
         encoder = getattr(module, "image_encoder", None)

@@ -238,22 +238,9 @@ def train_sam_adapter(
     """
     from vadapters.train.trainer import Trainer, TrainingArguments
 
-    model = load_sam(sam)
-    fields = set(SAMAdapterConfig.__dataclass_fields__)
-    overrides = dict(config_overrides or {})
-    if set(overrides) - fields:
-        raise BadInputError(
-            f"SAMAdapterConfig has no field(s) {sorted(set(overrides) - fields)}; fields: {sorted(fields)}"
-        )
-    if isinstance(sam, (str, os.PathLike)) and "base_model_name_or_path" not in overrides:
-        overrides["base_model_name_or_path"] = os.path.abspath(os.fspath(sam))
-    config = SAMAdapterConfig(**overrides)
-    size = (model.image_encoder.img_size,) * 2
-    source = make_segmentation_source(data, num_items=num_items, seed=seed, size=size)
-    recipe = SAMAdapterRecipe(model, config, source, batch_size, loss, val_fraction, seed, adapter_name, mode)
     training_kwargs.setdefault("lr_scheduler", "cosine")
-    args = TrainingArguments(
-        output_dir=os.fspath(output_dir),
+    args = TrainingArguments.from_options(
+        output_dir,
         max_steps=steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
@@ -262,6 +249,14 @@ def train_sam_adapter(
         seed=seed,
         **training_kwargs,
     )
+    model = load_sam(sam)
+    overrides = dict(config_overrides or {})
+    if isinstance(sam, (str, os.PathLike)) and "base_model_name_or_path" not in overrides:
+        overrides["base_model_name_or_path"] = os.path.abspath(os.fspath(sam))
+    config = SAMAdapterConfig.from_overrides(overrides)
+    size = (model.image_encoder.img_size,) * 2
+    source = make_segmentation_source(data, num_items=num_items, seed=seed, size=size)
+    recipe = SAMAdapterRecipe(model, config, source, batch_size, loss, val_fraction, seed, adapter_name, mode)
     summary = Trainer(recipe, args).train()
     summary["trainable_parameters"] = sum(p.numel() for p in recipe.trainable_parameters())
     summary["total_parameters"] = sum(p.numel() for p in model.parameters())
