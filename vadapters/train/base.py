@@ -165,3 +165,40 @@ def train_tiny_sd(
         "unet": unet_summary,
         "seconds": round(time.time() - start, 1),
     }
+
+
+def export_tiny_sd_checkpoint(run_dir: str, target: str, step: int | None = None, seed: int = 0) -> str:
+    """Write the pipeline of an intermediate tiny-sd checkpoint (`run_dir/stage2-unet/checkpoints/step-N`) to `target`.
+
+    Lets a long run be judged (`benchmarks/tiny_sd_quality.py`) or shipped before it finishes. `step=None` takes the
+    latest checkpoint. The VAE comes from `run_dir/stage1-vae/vae`; the UNet and text encoder from the checkpoint's
+    trainable parameters, loaded strictly (a checkpoint from another architecture raises `CheckpointError`).
+    """
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    from vadapters.errors import CheckpointError
+    from vadapters.models import tiny_sd_pipeline
+    from vadapters.train.diffusion import save_pipeline_atomically
+
+    folder = os.path.join(run_dir, "stage2-unet", "checkpoints")
+    steps = (
+        sorted(int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("step-"))
+        if os.path.isdir(folder)
+        else []
+    )
+    if not steps or (step is not None and step not in steps):
+        raise BadInputError(
+            f"no checkpoint {'step-' + str(step) if step else ''} under {folder} (found steps {steps})"
+        )
+    step = steps[-1] if step is None else step
+    state = load_file(os.path.join(folder, f"step-{step}", "trainable_parameters.safetensors"))
+    pipe = tiny_sd_pipeline(seed=seed, scheduler="ddpm")
+    pipe.vae = AutoencoderKL.from_pretrained(os.path.join(run_dir, "stage1-vae", "vae")).eval()
+    for name in ("unet", "text_encoder"):
+        part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+        try:
+            getattr(pipe, name).load_state_dict(part, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint step-{step} does not fit the tiny-sd {name}: {exc}") from exc
+    return save_pipeline_atomically(pipe, target)
