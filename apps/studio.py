@@ -7,7 +7,8 @@ folder, which must lie under the allowed roots.
 
 Heavy events (Generate, Segment, Adapt, Train) share one queue slot (`concurrency_id="heavy"`, one at a time, at
 most `max_queue` waiting); every event has a stable `api_name`, so `gradio_client` can drive the app:
-`/generate`, `/segment`, `/adapt`, `/train`, `/train_stop` (and small helpers such as `/generate_list_adapters`).
+`/generate`, `/generate_multiview`, `/segment`, `/adapt`, `/train`, `/train_stop` (and small helpers such as
+`/generate_list_adapters`).
 
 `?tab=segment` (or generate / adapt / train) in the URL opens that tab.
 
@@ -24,7 +25,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import tab_adapt, tab_generate, tab_segment, tab_train
+from . import tab_adapt, tab_generate, tab_multiview, tab_segment, tab_train
 from .context import StudioContext
 
 TITLE = "vadapters studio"
@@ -52,7 +53,8 @@ TAB_JS = """
 
 INTRO = """# vadapters studio
 Adapters for diffusers, segment-anything and timm on small embedded default models. **Generate** stacks
-diffusion adapters (ResAdapter, SaRA) with weights; **Segment** compares SAM and SAM-Adapter; **Adapt** runs
+diffusion adapters (ResAdapter, SaRA) with weights, and its multi-view mode draws a grid of views with an
+MV-Adapter; **Segment** compares SAM and SAM-Adapter; **Adapt** runs
 test-time adaptation (LAME, VDP, TENT, CoTTA, BN) over corrupted streams; **Train** trains an adapter that the
 other tabs can load. Typed paths must lie under: {roots}.
 """
@@ -85,6 +87,8 @@ def build_demo(
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 tab_generate.build(ctx, heavy)
+                with gr.Accordion("Multi-view mode (MV-Adapter)", open=False):
+                    tab_multiview.build(ctx, heavy)
             with gr.Tab("Segment", id="segment"):
                 tab_segment.build(ctx, heavy)
             with gr.Tab("Adapt", id="adapt"):

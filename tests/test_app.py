@@ -73,7 +73,7 @@ def test_build_demo_loads_no_model_and_sets_api_names_and_queue(monkeypatch, tmp
     demo = build_demo([str(tmp_path)], max_queue=5)
     assert CACHE.keys() == before
     fns = {d.api_name: d for d in demo.fns.values() if d.fn is not None}
-    for name in ("generate", "segment", "adapt", "train"):
+    for name in ("generate", "generate_multiview", "segment", "adapt", "train"):
         assert fns[name].concurrency_id == HEAVY_CONCURRENCY_ID
         assert fns[name].concurrency_limit == 1
     assert fns["train_stop"].concurrency_id != HEAVY_CONCURRENCY_ID  # Stop must not wait behind training
@@ -109,6 +109,58 @@ def test_generate_with_adapter_side_by_side_and_sweep(client):
 def test_generate_rejects_bad_input_readably(client, args, message):
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name="/generate")
+
+
+@pytest.fixture(scope="module")
+def mv_adapter(root):
+    """An MV-Adapter folder under the root whose multi-view output projections are non-zero (a fresh one would
+    leave the views exactly as the base model draws them)."""
+    import torch
+
+    import vadapters
+    from vadapters.methods.mv_adapter import MVAdapterConfig
+    from vadapters.pipelines import load_pipeline
+
+    pipe = load_pipeline(None)
+    vadapters.inject(pipe, MVAdapterConfig(num_views=4, topology="full"), adapter_name="mv")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in pipe.unet.named_parameters():
+            if "to_out_mv" in name:
+                param.copy_(0.2 * torch.randn(param.shape, generator=generator))
+    vadapters.save_pretrained(pipe, str(root / "adapters" / "mv"), ["mv"])
+    return "adapters/mv"
+
+
+def test_generate_multiview_grid_with_and_without_adapter(client, mv_adapter):
+    assert mv_adapter in str(client.predict(api_name="/generate_list_mv_adapters"))
+    assert "adapters/res" not in str(client.predict(api_name="/generate_list_mv_adapters"))
+    args = ("", mv_adapter, "a red box", 3, 0, 2, 16, 1.0, 0, 1.0)
+    gallery, info = client.predict(*args, True, api_name="/generate_multiview")
+    assert [g["caption"] for g in gallery] == [
+        *(f"MV-Adapter {a} deg" for a in (0, 120, 240)),
+        *(f"independent {a} deg" for a in (0, 120, 240)),
+    ]
+    images = [_image(g) for g in gallery]
+    assert all(im.shape[:2] == (16, 16) for im in images)
+    assert info["views"] == 3 and info["azimuths"] == [0.0, 120.0, 240.0] and info["mv_adapter"] == mv_adapter
+    assert any(np.abs(a.astype(int) - b.astype(int)).max() > 0 for a, b in zip(images[:3], images[3:]))
+    again, _ = client.predict(*args, False, api_name="/generate_multiview")  # same seed: same views, cached model
+    assert [np.array_equal(_image(g), im) for g, im in zip(again, images[:3])] == [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("adapter", "size", "message"),
+    [
+        ("adapters/res", 16, "holds a res_adapter adapter"),
+        ("", 16, "MV-Adapter folder: pick one"),
+        ("../../etc", 16, "outside the allowed folders"),
+        ("adapters/mv", 20, "multiple of 8"),
+    ],
+)
+def test_generate_multiview_rejects_bad_input_readably(client, mv_adapter, adapter, size, message):
+    with pytest.raises(AppError, match=message):
+        client.predict("", adapter, "a red box", 2, 0, 1, size, 1.0, 0, 1.0, False, api_name="/generate_multiview")
 
 
 def test_segment_sam_vs_adapter_with_metrics(client, tmp_path):

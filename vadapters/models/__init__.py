@@ -41,13 +41,16 @@ from vadapters.models.tiny import (
     tiny_vae_config,
 )
 from vadapters.models.tokenizer import clip_bpe_files, clip_tokenizer
+from vadapters.models.video import animatediff_from_sd, load_animatediff_pipeline, tiny_motion_adapter
 
 __all__ = [
     "SAM_VARIANTS",
+    "animatediff_from_sd",
     "build_unet",
     "clip_bpe_files",
     "clip_tokenizer",
     "fill_deterministic_",
+    "load_animatediff_pipeline",
     "load_default_classifier",
     "load_default_sam",
     "load_sam",
@@ -59,6 +62,7 @@ __all__ = [
     "sdxl_unet_config",
     "seeded",
     "tiny_animatediff_pipeline",
+    "tiny_motion_adapter",
     "tiny_sam",
     "tiny_sd_pipeline",
     "tiny_sdxl_pipeline",
