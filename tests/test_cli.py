@@ -106,3 +106,25 @@ def test_demo_quick_writes_a_page_whose_images_exist(tmp_path):
     assert len(sources) >= 7 and all((tmp_path / s).is_file() for s in sources)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["res_adapter"]["train_steps"] == 30 and "judge-shape-colour" in metrics["embedded_defaults"]
+
+
+def test_generate_with_image_routes_to_image_to_video(tmp_path, capsys):
+    first = np.zeros((32, 32, 3), np.uint8)
+    first[8:20, 10:22] = (220, 40, 40)
+    Image.fromarray(first).save(tmp_path / "first.png")
+    argv = ["generate", "--image", str(tmp_path / "first.png"), "--pipeline", "tiny", "--frames", "4", "--steps", "2"]
+    frames = []
+    for seed in (0, 1):
+        out = tmp_path / f"clip{seed}.gif"
+        assert main([*argv, "--seed", str(seed), "--out", str(out)]) == 0
+        with Image.open(out) as gif:
+            assert gif.n_frames == 4 and gif.size == (32, 32)
+            clip = []
+            for i in range(4):
+                gif.seek(i)
+                clip.append(np.asarray(gif.convert("RGB"), dtype=np.int16))
+        frames.append(clip)
+    assert "4 frames" in capsys.readouterr().out
+    # frame 0 is the given image, kept clean and never stepped: the seed changes frames 1..3, never frame 0
+    assert np.abs(frames[0][0] - frames[1][0]).max() <= 8  # GIF palette quantisation only
+    assert max(np.abs(a - b).mean() for a, b in zip(frames[0][1:], frames[1][1:])) > 2

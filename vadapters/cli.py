@@ -87,6 +87,10 @@ def _generate(pipe: Any, args: argparse.Namespace, height: int, width: int):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.image:  # image-to-video: the I2V-Adapter pipeline (`vadapters i2v` has every option)
+        from vadapters.commands.i2v_adapter import i2v_from_generate
+
+        return i2v_from_generate(args)
     import vadapters
     from vadapters.pipelines import load_pipeline, save_image, side_by_side
 
@@ -320,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare", action="store_true", help="put the output without adapters on the left")
     p.add_argument("--scale", type=int, default=1, help="integer upscaling of the saved PNG (tiny images)")
-    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--image", help="first frame: generate a video with I2V-Adapter (see `vadapters i2v`)")
+    p.add_argument("--frames", type=int, default=None, help="with --image: number of frames (default 8)")
+    p.add_argument("--out", required=True, help="output PNG path (.gif / .webp / .mp4 with --image)")
     p.set_defaults(func=cmd_generate)
 
     train = sub.add_parser("train", help="train an adapter with HF Accelerate (resumable)")
