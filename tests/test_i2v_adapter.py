@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import json
 
 import pytest
@@ -19,9 +18,12 @@ from vadapters.methods.i2v_adapter import (
     spatial_self_attention_names,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is ~10x faster on a loaded 2-core CPU
 
-@functools.lru_cache(maxsize=1)
-def _base_pipe():
+
+@pytest.fixture(scope="module")
+def base_pipe():
+    """One tiny AnimateDiff pipeline per module (frozen UNet, as `inject` leaves it); tests work on copies."""
     from vadapters.models import tiny_animatediff_pipeline
 
     pipe = tiny_animatediff_pipeline(seed=0)
@@ -29,12 +31,14 @@ def _base_pipe():
     return pipe
 
 
-def _pipe():
-    return copy.deepcopy(_base_pipe())
+@pytest.fixture
+def pipe(base_pipe):
+    return copy.deepcopy(base_pipe)
 
 
-def _unet():
-    return _pipe().unet
+@pytest.fixture
+def unet(base_pipe):
+    return copy.deepcopy(base_pipe.unet)
 
 
 def _inputs(clips=2, frames=3, seed=0):
@@ -46,8 +50,7 @@ def _attn(unet, name):
     return unet.get_submodule(name.removesuffix(".processor"))
 
 
-def test_only_spatial_self_attention_is_wrapped():
-    unet = _unet()
+def test_only_spatial_self_attention_is_wrapped(unet):
     before = dict(unet.attn_processors)
     vadapters.inject(unet, I2VAdapterConfig())
     wrapped = i2v_processors(unet)
@@ -58,8 +61,7 @@ def test_only_spatial_self_attention_is_wrapped():
             assert proc is before[name], name
 
 
-def test_fresh_adapter_bit_identical_and_per_clip_text_states_are_repeated_inside():
-    unet = _unet()
+def test_fresh_adapter_bit_identical_and_per_clip_text_states_are_repeated_inside(unet):
     x, t, emb = _inputs()
     with torch.no_grad():
         base = unet(x, t, encoder_hidden_states=emb.repeat_interleave(3, dim=0)).sample
@@ -68,8 +70,7 @@ def test_fresh_adapter_bit_identical_and_per_clip_text_states_are_repeated_insid
         assert torch.equal(unet(x, t, encoder_hidden_states=emb).sample, base)  # one row per clip is accepted
 
 
-def test_query_copied_from_to_q_and_output_zero_at_init():
-    unet = _unet()
+def test_query_copied_from_to_q_and_output_zero_at_init(unet):
     vadapters.inject(unet, I2VAdapterConfig())
     vadapters.inject(unet, I2VAdapterConfig(copy_query=False), adapter_name="fresh_q")
     for name, proc in i2v_processors(unet).items():
@@ -81,17 +82,15 @@ def test_query_copied_from_to_q_and_output_zero_at_init():
         assert not proc.to_out_ff["default"].weight.any() and not proc.to_out_ff["default"].bias.any()
 
 
-def test_trainable_count_is_sum_of_2d2_plus_d():
-    unet = _unet()
+def test_trainable_count_is_sum_of_2d2_plus_d(unet):
     vadapters.inject(unet, I2VAdapterConfig())
     dims = [_attn(unet, n).to_q.in_features for n in spatial_self_attention_names(unet)]
     trainable = sum(p.numel() for p in unet.parameters() if p.requires_grad)
     assert trainable == sum(2 * d * d + d for d in dims) > 0
 
 
-def test_first_frame_branch_equals_base_attention_on_frame_0():
+def test_first_frame_branch_equals_base_attention_on_frame_0(unet):
     """With to_q_ff = to_q, frame 0's branch output (before projection) is frame 0's self-attention."""
-    unet = _unet()
     vadapters.inject(unet, I2VAdapterConfig())
     name = spatial_self_attention_names(unet)[0]
     proc, attn = unet.attn_processors[name], _attn(unet, name)
@@ -105,8 +104,7 @@ def test_first_frame_branch_equals_base_attention_on_frame_0():
     assert not torch.allclose(branch[1::3], own[1::3], atol=1e-4)  # other frames look at frame 0, not themselves
 
 
-def test_branch_depends_only_on_frame_0_keys_and_values():
-    unet = _unet()
+def test_branch_depends_only_on_frame_0_keys_and_values(unet):
     vadapters.inject(unet, I2VAdapterConfig())
     name = spatial_self_attention_names(unet)[-1]
     proc, attn = unet.attn_processors[name], _attn(unet, name)
@@ -129,8 +127,7 @@ def test_branch_depends_only_on_frame_0_keys_and_values():
     assert torch.equal(out3[:frames], out[:frames]) and not torch.allclose(out3[frames:], out[frames:])
 
 
-def test_scale_state_and_weights():
-    unet = _unet()
+def test_scale_state_and_weights(unet):
     x, t, emb = _inputs()
     vadapters.inject(unet, I2VAdapterConfig())
     with torch.no_grad():
@@ -145,14 +142,13 @@ def test_scale_state_and_weights():
 
 
 def test_refuses_image_unet():
-    from vadapters.models import tiny_sd_pipeline
+    from vadapters.models import tiny_unet
 
     with pytest.raises(vadapters.IncompatibleBaseError, match="motion modules"):
-        vadapters.inject(tiny_sd_pipeline().unet, I2VAdapterConfig())
+        vadapters.inject(tiny_unet(), I2VAdapterConfig())
 
 
-def test_save_keys_are_only_ff_and_unload_restores_processors(tmp_path):
-    pipe = _pipe()
+def test_save_keys_are_only_ff_and_unload_restores_processors(tmp_path, pipe):
     before = dict(pipe.unet.attn_processors)
     vadapters.inject(pipe, I2VAdapterConfig())
     vadapters.save_pretrained(pipe, tmp_path)
@@ -178,8 +174,7 @@ def _official_state_dict(unet, seed=0):
     return out
 
 
-def test_official_conversion_round_trip_pth_and_detect(tmp_path):
-    unet = _unet()
+def test_official_conversion_round_trip_pth_and_detect(tmp_path, unet, base_pipe):
     official = _official_state_dict(unet)
     ours = conversion.convert_official(official)
     assert conversion.to_official(ours) == official
@@ -195,7 +190,7 @@ def test_official_conversion_round_trip_pth_and_detect(tmp_path):
 
     save_file(official, tmp_path / "official.safetensors")
     assert conversion.detect(str(tmp_path / "official.safetensors"))
-    other = _unet()
+    other = copy.deepcopy(base_pipe.unet)
     vadapters.load(other, tmp_path / "official.safetensors")  # detected, converted, loaded strictly
     assert vadapters.list_adapters(other) == {"i2v_adapter": "i2v_adapter"}
 
@@ -233,10 +228,10 @@ def test_official_layout_loads_strictly_into_real_size_sd15_motion_unet():
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
-def _i2v_pipe(adapter=True):
+def _i2v_pipe(pipe, adapter=True):
     from vadapters.pipelines.image2video import I2VPipeline
 
-    pipe = I2VPipeline.from_pipe(_pipe())
+    pipe = I2VPipeline.from_pipe(pipe)
     if adapter:
         vadapters.inject(pipe, I2VAdapterConfig())
         for proc in i2v_processors(pipe.unet).values():  # a non-zero branch, so it really acts
@@ -245,8 +240,8 @@ def _i2v_pipe(adapter=True):
 
 
 @pytest.mark.parametrize("prior", [None, "auto", 0.5])
-def test_sampler_never_changes_frame_0_latents(prior):
-    pipe = _i2v_pipe()
+def test_sampler_never_changes_frame_0_latents(prior, pipe):
+    pipe = _i2v_pipe(pipe)
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     first = pipe.encode_first_frame(image, 16, 16, 1)
     seen, unet_inputs = [], []
@@ -281,12 +276,12 @@ def test_prior_strength_moves_initial_latents_towards_first_frame():
         prior_latents(first, noise, 1.0)
 
 
-def test_pipeline_outputs_video_and_writes_gif_webp(tmp_path):
+def test_pipeline_outputs_video_and_writes_gif_webp(tmp_path, pipe):
     from PIL import Image
 
     from vadapters.pipelines.image2video import save_video
 
-    pipe = _i2v_pipe()
+    pipe = _i2v_pipe(pipe)
     image = Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy())
     out = pipe("a cat", image=image, num_frames=3, height=16, width=16, num_inference_steps=2, guidance_scale=1.0,
                output_type="np", color_match=True, prior_strength="auto")  # fmt: skip
@@ -299,8 +294,8 @@ def test_pipeline_outputs_video_and_writes_gif_webp(tmp_path):
         save_video(out.frames[0], tmp_path / "v.avi")
 
 
-def test_without_adapter_the_pipeline_is_frame0_clamped_t2v():
-    pipe = _i2v_pipe(adapter=False)
+def test_without_adapter_the_pipeline_is_frame0_clamped_t2v(pipe):
+    pipe = _i2v_pipe(pipe, adapter=False)
     image = torch.rand(1, 3, 16, 16)
     out = pipe("a cat", image=image, num_frames=3, height=16, width=16, num_inference_steps=2, guidance_scale=1.0,
                output_type="latent")  # fmt: skip
@@ -308,10 +303,9 @@ def test_without_adapter_the_pipeline_is_frame0_clamped_t2v():
 
 
 # ------------------------------------------------------------------------------------------------ training
-def test_recipe_masks_frame_0_and_trains_only_the_adapter():
+def test_recipe_masks_frame_0_and_trains_only_the_adapter(pipe):
     from vadapters.methods.i2v_adapter.train import I2VAdapterRecipe, MotionClipSource
 
-    pipe = _pipe()
     recipe = I2VAdapterRecipe(pipe, I2VAdapterConfig(), MotionClipSource(4, num_frames=8), "16", 2, seed=0)
     batch = recipe.collate([recipe.dataset[(i, 16, 16)] for i in range(2)])
     assert tuple(batch["pixel_values"].shape) == (16, 3, 16, 16) and batch["num_frames"] == 8
@@ -341,14 +335,13 @@ def _capture(unet, store):
     return run
 
 
-@pytest.mark.slow
-def test_cli_train_resume_and_i2v(tmp_path, monkeypatch, capsys):
+def test_cli_train_resume_and_i2v(tmp_path, monkeypatch, capsys, base_pipe):
     from PIL import Image
 
     from vadapters.cli import main
     from vadapters.pipelines import image2video
 
-    monkeypatch.setattr(image2video, "load_video_pipeline", lambda spec=None: _pipe())
+    monkeypatch.setattr(image2video, "load_video_pipeline", lambda spec=None: copy.deepcopy(base_pipe))
     out = tmp_path / "run"
     args = ["train", "i2v_adapter", "--out", str(out), "--num-items", "4", "--steps", "2", "--batch-size", "2",
             "--checkpoint-every", "1", "--resolutions", "16"]  # fmt: skip
