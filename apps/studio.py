@@ -7,10 +7,10 @@ folder, which must lie under the allowed roots.
 
 Heavy events (Generate, Segment, Adapt, Train) share one queue slot (`concurrency_id="heavy"`, one at a time, at
 most `max_queue` waiting); every event has a stable `api_name`, so `gradio_client` can drive the app:
-`/generate`, `/generate_multiview`, `/segment`, `/adapt`, `/train`, `/train_stop` (and small helpers such as
+`/generate`, `/generate_multiview`, `/image_to_video`, `/segment`, `/adapt`, `/train`, `/train_stop` (and small helpers such as
 `/generate_list_adapters`).
 
-`?tab=segment` (or generate / adapt / train) in the URL opens that tab.
+`?tab=segment` (or generate / video / adapt / train) in the URL opens that tab.
 
 Example:
     >>> import tempfile
@@ -25,11 +25,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import tab_adapt, tab_generate, tab_multiview, tab_segment, tab_train
+from . import tab_adapt, tab_generate, tab_multiview, tab_segment, tab_train, tab_video
 from .context import StudioContext
 
 TITLE = "vadapters studio"
-TABS = ("generate", "segment", "adapt", "train")
+TABS = ("generate", "video", "segment", "adapt", "train")
 HEAVY_CONCURRENCY_ID = "heavy"
 
 CSS = """
@@ -54,7 +54,7 @@ TAB_JS = """
 INTRO = """# vadapters studio
 Adapters for diffusers, segment-anything and timm on small embedded default models. **Generate** stacks
 diffusion adapters (ResAdapter, SaRA) with weights, and its multi-view mode draws a grid of views with an
-MV-Adapter; **Segment** compares SAM and SAM-Adapter; **Adapt** runs
+MV-Adapter; **Video** animates a first frame with an I2V-Adapter next to the base video model; **Segment** compares SAM and SAM-Adapter; **Adapt** runs
 test-time adaptation (LAME, VDP, TENT, CoTTA, BN) over corrupted streams; **Train** trains an adapter that the
 other tabs can load. Typed paths must lie under: {roots}.
 """
@@ -89,6 +89,8 @@ def build_demo(
                 tab_generate.build(ctx, heavy)
                 with gr.Accordion("Multi-view mode (MV-Adapter)", open=False):
                     tab_multiview.build(ctx, heavy)
+            with gr.Tab("Video", id="video"):
+                tab_video.build_video_tab(ctx, heavy)
             with gr.Tab("Segment", id="segment"):
                 tab_segment.build(ctx, heavy)
             with gr.Tab("Adapt", id="adapt"):

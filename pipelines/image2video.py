@@ -121,6 +121,12 @@ class I2VPipeline(AnimateDiffPipeline):
         if image is None:
             raise BadInputError("I2VPipeline needs image= (the first frame)")
         pixels = self.video_processor.preprocess(image, height=height, width=width)
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise BadInputError(f"the first frame must be an RGB image, got pixels of shape {tuple(pixels.shape)}")
+        if tuple(pixels.shape[-2:]) != (height, width):  # AnimateDiff's video processor does not resize
+            pixels = torch.nn.functional.interpolate(
+                pixels.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True
+            ).clamp(-1, 1)
         device = self._execution_device
         vae = self.vae
         latents = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor

@@ -73,7 +73,7 @@ def test_build_demo_loads_no_model_and_sets_api_names_and_queue(monkeypatch, tmp
     demo = build_demo([str(tmp_path)], max_queue=5)
     assert CACHE.keys() == before
     fns = {d.api_name: d for d in demo.fns.values() if d.fn is not None}
-    for name in ("generate", "generate_multiview", "segment", "adapt", "train"):
+    for name in ("generate", "generate_multiview", "image_to_video", "segment", "adapt", "train"):
         assert fns[name].concurrency_id == HEAVY_CONCURRENCY_ID
         assert fns[name].concurrency_limit == 1
     assert fns["train_stop"].concurrency_id != HEAVY_CONCURRENCY_ID  # Stop must not wait behind training

@@ -302,6 +302,21 @@ def test_without_adapter_the_pipeline_is_frame0_clamped_t2v(pipe):
     assert torch.equal(out.frames[:, :, 0], pipe.encode_first_frame(image, 16, 16, 1))
 
 
+def test_first_frame_of_another_size_is_resized_to_the_video(pipe):
+    """AnimateDiff's video processor does not resize; a 48x32 upload must still condition a 16x16 video."""
+    from PIL import Image
+
+    pipe = _i2v_pipe(pipe, adapter=False)
+    array = (torch.rand(32, 48, 3, generator=torch.Generator().manual_seed(1)) * 255).byte().numpy()
+    latents = pipe.encode_first_frame(Image.fromarray(array), 16, 16, 1)
+    assert latents.shape == (1, 4, 8, 8)
+    small = torch.nn.functional.interpolate(torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255, size=(16, 16),
+                                            mode="bilinear", antialias=True)  # fmt: skip
+    torch.testing.assert_close(latents, pipe.encode_first_frame(small, 16, 16, 1), atol=1e-4, rtol=0)
+    with pytest.raises(vadapters.BadInputError, match="RGB"):
+        pipe.encode_first_frame(Image.fromarray(array[..., 0]), 16, 16, 1)
+
+
 # ------------------------------------------------------------------------------------------------ training
 def test_recipe_masks_frame_0_and_trains_only_the_adapter(pipe):
     from vadapters.methods.i2v_adapter.train import I2VAdapterRecipe, MotionClipSource
