@@ -167,12 +167,15 @@ def train_tiny_sd(
     }
 
 
-def export_tiny_sd_checkpoint(run_dir: str, target: str, step: int | None = None, seed: int = 0) -> str:
+def export_tiny_sd_checkpoint(
+    run_dir: str, target: str, step: int | None = None, seed: int = 0, scheduler: str = "ddim"
+) -> str:
     """Write the pipeline of an intermediate tiny-sd checkpoint (`run_dir/stage2-unet/checkpoints/step-N`) to `target`.
 
     Lets a long run be judged (`benchmarks/tiny_sd_quality.py`) or shipped before it finishes. `step=None` takes the
     latest checkpoint. The VAE comes from `run_dir/stage1-vae/vae`; the UNet and text encoder from the checkpoint's
     trainable parameters, loaded strictly (a checkpoint from another architecture raises `CheckpointError`).
+    The written pipeline samples with `scheduler` (DDIM by default; training used DDPM noising, same betas).
     """
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
@@ -193,7 +196,7 @@ def export_tiny_sd_checkpoint(run_dir: str, target: str, step: int | None = None
         )
     step = steps[-1] if step is None else step
     state = load_file(os.path.join(folder, f"step-{step}", "trainable_parameters.safetensors"))
-    pipe = tiny_sd_pipeline(seed=seed, scheduler="ddpm")
+    pipe = tiny_sd_pipeline(seed=seed, scheduler=scheduler)
     pipe.vae = AutoencoderKL.from_pretrained(os.path.join(run_dir, "stage1-vae", "vae")).eval()
     for name in ("unet", "text_encoder"):
         part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
