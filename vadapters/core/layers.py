@@ -108,3 +108,39 @@ class AdapterLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"adapters={self.adapter_names}, active={self.active_adapters}"
+
+
+def clone_linear(src: nn.Linear, copy: bool = True) -> nn.Linear:
+    """A new `nn.Linear` shaped like `src` (same device / dtype), holding a copy of its weights when `copy`.
+
+    Processor methods (MV-Adapter, I2V-Adapter) start new query / key / value projections as copies of the base
+    attention's. Meta tensors are left uninitialised.
+
+    Example:
+        >>> src = nn.Linear(4, 3)
+        >>> torch.equal(clone_linear(src).weight, src.weight), clone_linear(src).weight is src.weight
+        (True, False)
+    """
+    dst = nn.Linear(
+        src.in_features, src.out_features, bias=src.bias is not None, device=src.weight.device, dtype=src.weight.dtype
+    )
+    if copy and not src.weight.is_meta:
+        with torch.no_grad():
+            dst.weight.copy_(src.weight)
+            if src.bias is not None:
+                dst.bias.copy_(src.bias)
+    return dst
+
+
+def zero_linear(in_features: int, out_features: int, like: torch.Tensor) -> nn.Linear:
+    """`nn.Linear(in_features, out_features)` with zero weight and bias, on `like`'s device and dtype.
+
+    Example:
+        >>> float(zero_linear(4, 3, torch.ones(1)).weight.abs().sum())
+        0.0
+    """
+    proj = nn.Linear(in_features, out_features, device=like.device, dtype=like.dtype)
+    if not like.is_meta:
+        nn.init.zeros_(proj.weight)
+        nn.init.zeros_(proj.bias)
+    return proj

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadapters.core.layers import clone_linear, zero_linear
 from vadapters.core.processors import ProcessorAdapter
 from vadapters.errors import BadInputError
 
@@ -120,25 +121,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale:
     return out.transpose(1, 2).reshape(b, lq, -1)
 
 
-def _copy_linear(src: nn.Linear, copy: bool) -> nn.Linear:
-    dst = nn.Linear(src.in_features, src.out_features, bias=src.bias is not None, device=src.weight.device,
-                    dtype=src.weight.dtype)  # fmt: skip
-    if copy and not src.weight.is_meta:
-        with torch.no_grad():
-            dst.weight.copy_(src.weight)
-            if src.bias is not None:
-                dst.bias.copy_(src.bias)
-    return dst
-
-
-def _zero_linear(inner: int, dim: int, like: torch.Tensor) -> nn.Linear:
-    proj = nn.Linear(inner, dim, device=like.device, dtype=like.dtype)
-    if not like.is_meta:
-        nn.init.zeros_(proj.weight)
-        nn.init.zeros_(proj.bias)
-    return proj
-
-
 class I2VAttentionProcessor(ProcessorAdapter):
     """Wraps one spatial `attn1` processor; holds `to_q_ff` and `to_out_ff` of each named adapter.
 
@@ -157,8 +139,8 @@ class I2VAttentionProcessor(ProcessorAdapter):
 
     def add(self, name: str, attn: nn.Module, scale: float = 1.0, copy_query: bool = True) -> None:
         """Create adapter `name`: `to_q_ff` copied from `attn.to_q` (or fresh), `to_out_ff` zero."""
-        self.to_q_ff[name] = _copy_linear(attn.to_q, copy_query)
-        self.to_out_ff[name] = _zero_linear(attn.to_v.out_features, attn.to_out[0].out_features, attn.to_q.weight)
+        self.to_q_ff[name] = clone_linear(attn.to_q, copy_query)
+        self.to_out_ff[name] = zero_linear(attn.to_v.out_features, attn.to_out[0].out_features, attn.to_q.weight)
         self.scales[name] = float(scale)
 
     def on_delete(self, name: str) -> None:

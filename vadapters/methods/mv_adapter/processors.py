@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadapters.core.layers import clone_linear, zero_linear
 from vadapters.core.processors import ProcessorAdapter
 from vadapters.errors import BadInputError
 
@@ -184,25 +185,9 @@ def _rowcol6(q, k, v, hw, heads, scale):
     return out.reshape(-1, h * w, c_out)
 
 
-def _clone_linear(src: nn.Linear) -> nn.Linear:
-    dst = nn.Linear(
-        src.in_features, src.out_features, bias=src.bias is not None, device=src.weight.device, dtype=src.weight.dtype
-    )
-    if not src.weight.is_meta:
-        with torch.no_grad():
-            dst.weight.copy_(src.weight)
-            if src.bias is not None:
-                dst.bias.copy_(src.bias)
-    return dst
-
-
 def _zero_out(inner: int, dim: int, like: torch.Tensor) -> nn.Sequential:
     """`Linear(inner, dim)` zero-initialised (weights and bias) + `Dropout(0)`, the official `to_out_*` layout."""
-    proj = nn.Linear(inner, dim, device=like.device, dtype=like.dtype)
-    if not like.is_meta:
-        nn.init.zeros_(proj.weight)
-        nn.init.zeros_(proj.bias)
-    return nn.Sequential(proj, nn.Dropout(0.0))
+    return nn.Sequential(zero_linear(inner, dim, like), nn.Dropout(0.0))
 
 
 class MVAttentionProcessor(ProcessorAdapter):
@@ -237,7 +222,7 @@ class MVAttentionProcessor(ProcessorAdapter):
         branches = ("mv", "ref") if use_ref else ("mv",)
         for branch in branches:
             for proj in ("q", "k", "v"):
-                getattr(self, f"to_{proj}_{branch}")[name] = _clone_linear(getattr(attn, f"to_{proj}"))
+                getattr(self, f"to_{proj}_{branch}")[name] = clone_linear(getattr(attn, f"to_{proj}"))
             getattr(self, f"to_out_{branch}")[name] = _zero_out(attn.to_v.out_features, dim, attn.to_v.weight)
         self.topologies[name] = topology
 
