@@ -40,6 +40,7 @@ def test_wheel_installs_namespaced_packages_in_a_throwaway_venv(tmp_path):
     (wheel,) = dist.glob("vadapters-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "vadapters/pipelines/__init__.py" in names and "vadapters/apps/__init__.py" in names
+    assert "vadapters/pipelines/community/mv_adapter.py" in names  # diffusers custom-pipeline files ship too
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"vadapters"}, top_level
 
