@@ -221,6 +221,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick: 0)")
     parser.add_argument("--steps", type=int, default=None, help="adapter training steps (default 600; quick 15)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="base pretraining if no tiny-sd (1500; 20)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image size in px (default: 32, tiny-sd's training size, with the embedded tiny-sd; else 16)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--name", default=None, help="results file stem (default mv_adapter_benchmark[_quick])")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
 
@@ -231,9 +239,12 @@ def main(argv=None) -> int:
     from vadapters.pipelines import load_pipeline
 
     quick = args.quick
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trained_default = "tiny-sd" in read_manifest()["entries"]
     seeds = [int(s) for s in (args.seeds or ("0" if quick else "0,1,2")).split(",")]
     opts = {
-        "size": 16,
+        "size": args.size or (32 if trained_default and not quick else 16),
         "steps": args.steps or (15 if quick else 600),
         "pretrain_steps": args.pretrain_steps if args.pretrain_steps is not None else (20 if quick else 1500),
         "train_objects": 16 if quick else 400,
@@ -244,7 +255,6 @@ def main(argv=None) -> int:
     start = time.time()
     torch.manual_seed(0)
     base = load_pipeline(None)
-    trained_default = "tiny-sd" in read_manifest()["entries"]
     train_source = MultiViewSource(opts["train_objects"], seed=0, num_views=len(AZIMUTHS))
     held_out = MultiViewSource(opts["eval_objects"], seed=12345, num_views=len(AZIMUTHS))
     pretrain = None
@@ -272,7 +282,7 @@ def main(argv=None) -> int:
     }
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "mv_adapter_benchmark" + ("_quick" if quick else ""))
+    stem = os.path.join(args.out, args.name or ("mv_adapter_benchmark" + ("_quick" if quick else "")))
     with open(stem + ".json", "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=2)
     with open(stem + ".md", "w", encoding="utf-8") as fh:
