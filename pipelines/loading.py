@@ -14,8 +14,9 @@ from vadapters.errors import BadInputError, CheckpointError
 
 
 def load_pipeline(path: str | None = None, *, device: str | None = None, dtype: torch.dtype | None = None) -> Any:
-    """A diffusers pipeline from a local folder; `None` is the embedded default (`weights/tiny-sd` once trained,
-    else the tiny architecture with seeded random weights, which `"tiny"` always gives).
+    """A diffusers pipeline from a local folder; `None` is the embedded default (`weights/tiny-sd`,
+    hash-verified; the tiny architecture with seeded random weights if its manifest entry is absent, which `"tiny"`
+    always gives).
 
     Example:
         >>> pipe = load_pipeline()  # tiny SD pipeline of the real diffusers classes

@@ -8,7 +8,7 @@ from diffusers import DiffusionPipeline
 
 import vadapters
 from vadapters.methods.mv_adapter import MVAdapterConfig
-from vadapters.pipelines import custom_pipeline
+from vadapters.pipelines import CUSTOM_PIPELINES, custom_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,21 @@ def test_multiview_custom_pipeline_loads_a_plain_sd_folder(tiny_pipe, tmp_path):
     with pytest.raises((AttributeError, ValueError)):
         DiffusionPipeline.from_pretrained(str(tmp_path / "saved"), local_files_only=True)
     assert type(_load(tmp_path / "saved", "mv_adapter")) is MultiViewPipeline
+
+
+@pytest.mark.parametrize("name", sorted(CUSTOM_PIPELINES))
+def test_each_custom_pipeline_file_names_exactly_its_class(name):
+    """diffusers' own rule (exactly one non-diffusers DiffusionPipeline subclass in the file) finds our class."""
+    import importlib.util
+
+    from diffusers.utils.dynamic_modules_utils import find_pipeline_class
+
+    import vadapters.pipelines as pipelines
+
+    spec = importlib.util.spec_from_file_location(f"_custom_{name}", custom_pipeline(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert find_pipeline_class(module) is getattr(pipelines, CUSTOM_PIPELINES[name])
 
 
 def test_custom_pipeline_needs_trust_remote_code_and_a_known_name(tiny_pipe, tmp_path):
