@@ -432,3 +432,24 @@ def test_training_recipe_shares_timesteps_per_object_and_trains_only_the_adapter
     fresh = copy.deepcopy(tiny_pipe)
     vadapters.load(fresh, tmp_path)
     assert vadapters.get_adapter_config(fresh, "mv_adapter").use_ref
+
+
+def test_occupancy_against_each_views_border_colour():
+    from vadapters.errors import BadInputError
+    from vadapters.methods.mv_adapter.consistency import occupancy, occupied_row_fraction, row_occupancy_iou
+
+    views = torch.empty(2, 3, 8, 8)
+    views[0] = torch.tensor([0.9, 0.8, 0.2])[:, None, None]  # a tinted, not grey, background
+    views[1] = torch.tensor([0.1, 0.3, 0.6])[:, None, None]
+    views[0, :, 2:4, 3:5] = 0.0
+    views[1, :, 2:4, 1:3] = 1.0
+    assert occupancy(views).all()  # against grey every pixel of a tinted view is "object"
+    assert row_occupancy_iou(views) == 1.0 and occupied_row_fraction(views) == 1.0  # saturated
+    mask = occupancy(views, background="border", threshold=0.3)
+    assert mask.sum().item() == 8 and mask[0, 2:4, 3:5].all() and mask[1, 2:4, 1:3].all()
+    assert occupied_row_fraction(views, "border", 0.3) == 0.25
+    views[1, :, 2:4] = views[1, :, 0:2].clone()  # view 1's object moves down two rows
+    views[1, :, 4:6, 1:3] = 1.0
+    assert row_occupancy_iou(views, "border", 0.3) == pytest.approx(0.0)
+    with pytest.raises(BadInputError, match="border"):
+        occupancy(views, background="median")

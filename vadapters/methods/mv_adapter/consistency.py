@@ -22,15 +22,27 @@ import torch
 from vadapters.errors import BadInputError
 
 
-def occupancy(images: torch.Tensor, background: float = 0.5, threshold: float = 0.15) -> torch.Tensor:
+def border_background(images: torch.Tensor) -> torch.Tensor:
+    """Per-view background colour `[V, 3, 1, 1]`: the per-channel median of each view's outermost pixel ring (the
+    renders keep objects off the border; a generator's background may be tinted rather than the renders' grey)."""
+    ring = torch.cat([images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], dim=-1)
+    return ring.float().median(dim=-1).values[..., None, None]
+
+
+def occupancy(images: torch.Tensor, background: float | str = 0.5, threshold: float = 0.15) -> torch.Tensor:
     """Object mask `[V, H, W]` of images `[V, 3, H, W]` in [0, 1]: pixels farther than `threshold` from the
-    grey background in any channel."""
+    background in any channel. `background` is a grey level, or `"border"` for each view's own border colour
+    (`border_background`)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise BadInputError(f"expected images [views, 3, H, W] in [0, 1], got {tuple(images.shape)}")
+    if isinstance(background, str):
+        if background != "border":
+            raise BadInputError(f"background must be a grey level in [0, 1] or 'border', got {background!r}")
+        background = border_background(images)
     return (images.float() - background).abs().amax(dim=1) > threshold
 
 
-def row_occupancy_iou(images: torch.Tensor, background: float = 0.5, threshold: float = 0.15) -> float:
+def row_occupancy_iou(images: torch.Tensor, background: float | str = 0.5, threshold: float = 0.15) -> float:
     """Mean pairwise IoU over views of the per-row occupancy vectors (rows holding any object pixel)."""
     rows = occupancy(images, background, threshold).any(dim=2)  # [V, H]
     scores = []
@@ -40,7 +52,7 @@ def row_occupancy_iou(images: torch.Tensor, background: float = 0.5, threshold: 
     return float(sum(scores) / len(scores)) if scores else 1.0
 
 
-def occupied_row_fraction(images: torch.Tensor, background: float = 0.5, threshold: float = 0.15) -> float:
+def occupied_row_fraction(images: torch.Tensor, background: float | str = 0.5, threshold: float = 0.15) -> float:
     """Share of rows holding object pixels, averaged over views: near 1.0 means the "object" fills every row
     (e.g. noise), where `row_occupancy_iou` is trivially high - report both."""
     return float(occupancy(images, background, threshold).any(dim=2).float().mean().item())
