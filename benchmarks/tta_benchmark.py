@@ -222,6 +222,8 @@ def markdown(result: dict) -> str:
             lines += [f"## {kind}: {data}", ""]
             continue
         cont = data["continual"]["summary"]
+        if "command" in data and data["command"] != result["command"]:
+            lines += [f"{kind}: `{data['command']}`.", ""]
         lines += [f"## {kind}: continual stream (error %, mean +- std over runs)", "",
                   f"CoTTA anchor threshold (5 % quantile of clean confidence - 0.05): {data['continual']['cotta_ap']:.3f}",
                   "", "| method | pass 1 | pass 2 (revisit) | pass 2 - pass 1 |", "|---|---|---|---|"]  # fmt: skip
@@ -303,6 +305,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default=os.path.join("outputs", "cache", "corruptions"))
     p.add_argument("--name", default=None)
     p.add_argument("--progress", action="store_true")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only --models' entries in the existing results file (e.g. after retraining one default); "
+        "the other models keep theirs, and each model records the command and time that produced it",
+    )
     args = p.parse_args(argv)
     ONLY.update(m for m in args.methods.split(",") if m)
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -331,14 +339,38 @@ def main(argv: list[str] | None = None) -> None:
             models[kind] = f"skipped ({err})"
             log(f"[{kind}] skipped: {err}")
             continue
+        model_start = time.time()
         models[kind] = {
+            "command": " ".join(["python", *sys.argv]),
             "continual": run_continual(model, kind, args, log),
             "lame": run_lame(model, kind, args, log),
             "cost": run_cost(model, kind, args, log),
         }
+        models[kind]["seconds"] = round(time.time() - model_start, 1)  # without the memory pass below
     for kind, model in loaded.items():
         run_cost(model, kind, args, log, memory=True, out=models[kind]["cost"])
     name = args.name or ("tta_benchmark_quick" if args.quick else "tta_benchmark")
+    os.makedirs(os.path.join("benchmarks", "results"), exist_ok=True)
+    base = os.path.join("benchmarks", "results", name)
+    seconds = time.time() - start
+    previous = {}
+    if args.update:
+        if not os.path.isfile(base + ".json"):
+            raise SystemExit(f"--update: {base}.json does not exist; run without --update first")
+        with open(base + ".json", encoding="utf-8") as fh:
+            previous = json.load(fh)
+        for key in ("seeds", "orders", "num_samples", "severity", "corruptions"):
+            if previous[key] != getattr(args, key):
+                raise SystemExit(f"--update: {key} differs from {base}.json ({getattr(args, key)} vs {previous[key]})")
+        kept = {  # older files record the command once, at the top
+            kind: {"command": previous["command"], **data} if "command" not in data else data
+            for kind, data in previous["models"].items()
+            if kind not in models and isinstance(data, dict)
+        }
+        order = [*previous["models"], *models]
+        models = {
+            kind: models.get(kind, kept.get(kind)) for kind in dict.fromkeys(order) if kind in models or kind in kept
+        }
     result = {
         "command": " ".join(["python", *sys.argv]),
         "quick": args.quick,
@@ -350,11 +382,9 @@ def main(argv: list[str] | None = None) -> None:
         "device": args.device,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
         f"{torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}",
-        "seconds": time.time() - start,
+        "seconds": seconds + (previous.get("seconds", 0) if args.update else 0),
         "models": models,
     }
-    os.makedirs(os.path.join("benchmarks", "results"), exist_ok=True)
-    base = os.path.join("benchmarks", "results", name)
     atomic_write_text(base + ".json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(base + ".md", markdown(result))
     print(markdown(result))
