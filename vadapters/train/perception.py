@@ -30,6 +30,7 @@ from vadapters.errors import BadInputError
 from vadapters.train.trainer import Trainer, TrainingArguments
 
 CLASSIFIER_ARCHS = {"cnn": "test_resnet", "vit": "test_vit"}
+CLASSIFIER_STEPS = {"cnn": 2500, "vit": 8000}
 CLASSIFIER_MEAN = (0.5, 0.5, 0.5)
 CLASSIFIER_STD = (0.5, 0.5, 0.5)
 # tiny-sam: 64 px input, 4 px patches (16 x 16 tokens), 4 blocks of width 48, two of them global.
@@ -159,19 +160,22 @@ def train_tiny_classifier(
     kind: str,
     output_dir: str,
     *,
-    steps: int = 3000,
+    steps: int | None = None,
     batch_size: int = 128,
     learning_rate: float = 2e-3,
     num_items: int = 20000,
     seed: int = 0,
     checkpoint_every: int = 500,
 ) -> dict[str, Any]:
-    """Train timm `test_resnet` (kind "cnn") or `test_vit` (kind "vit") on clean `ShapeClasses` 32x32."""
+    """Train timm `test_resnet` (kind "cnn") or `test_vit` (kind "vit") on clean `ShapeClasses` 32x32; `steps`
+    defaults to what the embedded default was trained with (2,500 for the CNN, 8,000 for the ViT: at 3,000 it was
+    underfit, 59.9 % clean)."""
     from vadapters.models import tiny_timm_classifier
     from vadapters.synthetic.classification import ShapeClasses
 
     if kind not in CLASSIFIER_ARCHS:
         raise BadInputError(f"kind must be one of {sorted(CLASSIFIER_ARCHS)}, got {kind!r}")
+    steps = steps or CLASSIFIER_STEPS[kind]
     start = time.time()
     train = ShapeClasses(num_items, seed=seed)
     test = ShapeClasses(2000, seed=seed + 1000)
