@@ -6,6 +6,8 @@
    each adapter. Metrics: mean pairwise IoU of per-row occupancy across views (view-invariant for these cameras,
    so ground truth scores ~1; pixel sampling of thin parts keeps it slightly below), and the spread of the
    per-view mean object colour (an identity proxy: one object should have one colour in every view).
+   Also the held-out denoising loss of each adapter vs the base on the same noise: the direct check that the
+   adapter uses the other views at all, before sampling noise enters.
 2. Image-to-multiview: an adapter with the reference branch, trained with view 0 as the reference; on held-out
    objects, PSNR of views 1..V-1 against the ground-truth renders, vs copying the reference into every view and
    vs the base model without adapter.
@@ -103,6 +105,31 @@ def train(pipe, out, *, topology, use_ref, steps, size, seed, num_items):
     )  # fmt: skip
 
 
+def heldout_loss(pipe, base, held_out, size: int, repeats: int = 3) -> dict[str, float]:
+    """Held-out view-set denoising loss (no dropout; the same noise and per-object timesteps for both) with the
+    trained adapter and with it disabled: does the adapter use the other views (and the reference) at all?"""
+    import torch
+
+    import vadapters
+    from vadapters.methods.mv_adapter.train import MVAdapterRecipe
+
+    probe = copy.deepcopy(base)  # the recipe injects a fresh adapter; the trained one is then copied in
+    recipe = MVAdapterRecipe(probe, vadapters.get_adapter_config(pipe, "mv_adapter"), held_out, str(size), 4,
+                             caption_dropout=0, condition_dropout=0, reference_dropout=0, seed=7)  # fmt: skip
+    probe.unet.load_state_dict(pipe.unet.state_dict())
+    out = {}
+    for name, ctx in (("adapter", contextlib.nullcontext()), ("base", vadapters.disabled(probe))):
+        recipe.generator.manual_seed(7)
+        losses = []
+        with ctx, torch.no_grad():
+            for _ in range(repeats):
+                for i in range(0, len(held_out) - 3, 4):
+                    batch = recipe.collate([recipe.dataset[(j, size, size)] for j in range(i, i + 4)])
+                    losses.append(recipe.loss(batch, 0).item())
+        out[name] = statistics.mean(losses)
+    return out
+
+
 def mv_pipe(pipe):
     from vadapters.pipelines.multiview import MultiViewPipeline
 
@@ -137,6 +164,9 @@ def consistency_part(base, held_out, opts, seed, workdir, gallery=None) -> dict[
         pipe = copy.deepcopy(base)
         summary = train(pipe, os.path.join(workdir, f"{topology}-{seed}"), topology=topology, use_ref=False,
                         steps=opts["steps"], size=size, seed=seed, num_items=opts["train_objects"])  # fmt: skip
+        loss = heldout_loss(pipe, base, held_out, size)
+        results.setdefault("heldout_loss_base", {"loss": loss["base"]})
+        results[f"heldout_loss_{topology}"] = {"loss": loss["adapter"]}
         mv = mv_pipe(pipe)
         variants = {"base_independent": vadapters.disabled(mv), f"mv_{topology}": contextlib.nullcontext()}
         for name, ctx in variants.items():
@@ -168,6 +198,7 @@ def image_to_multiview_part(base, held_out, opts, seed, workdir, gallery=None) -
     pipe = copy.deepcopy(base)
     train(pipe, os.path.join(workdir, f"ref-{seed}"), topology="row", use_ref=True, steps=opts["steps"], size=size,
           seed=seed, num_items=opts["train_objects"])  # fmt: skip
+    loss = heldout_loss(pipe, base, held_out, size)
     mv = mv_pipe(pipe)
     scores: dict[str, list[float]] = {"mv_adapter_ref": [], "copy_reference": [], "base_no_adapter": []}
     for i in range(opts["eval_objects"]):
@@ -183,7 +214,7 @@ def image_to_multiview_part(base, held_out, opts, seed, workdir, gallery=None) -
         with vadapters.disabled(mv):
             images = generate(mv, held_out.caption(i), size, 1000 * seed + i, opts["sample_steps"])
         scores["base_no_adapter"].append(psnr(images[1:], targets))
-    return {k: statistics.mean(v) for k, v in scores.items()}
+    return {**{k: statistics.mean(v) for k, v in scores.items()}, "heldout_loss_ref": loss["adapter"]}
 
 
 def cost_part(base, views_list, latent, repeats) -> dict[str, Any]:
@@ -372,11 +403,21 @@ def render_markdown(r: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, row in r["consistency"].items():
+        if name.startswith("heldout_loss"):
+            continue
         cells = (fmt(row["row_iou"]), fmt(row["rows_occupied"]), fmt(row["colour_spread"]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    losses = {k.removeprefix("heldout_loss_"): v["loss"] for k, v in r["consistency"].items() if "heldout" in k}
+    if "heldout_loss_ref" in r["image_to_multiview_psnr"]:
+        losses["row + reference"] = r["image_to_multiview_psnr"]["heldout_loss_ref"]
+    if losses:
+        lines += ["", "## Held-out denoising loss (held-out view sets, the same noise and timesteps, no dropout)", "",
+                  "Lower than the base means the adapter uses the other views (and the reference) to denoise.", "",
+                  "| variant | MSE |", "|---|---|"]  # fmt: skip
+        lines += [f"| {k} | {d['mean']:.5f} ± {d['std']:.5f} |" for k, d in losses.items()]
     lines += ["", "## Image-to-multiview PSNR (dB) of views 1-3 vs ground truth, view 0 as reference", "",
               "| variant | PSNR |", "|---|---|"]  # fmt: skip
-    lines += [f"| {k} | {fmt(v)} |" for k, v in r["image_to_multiview_psnr"].items()]
+    lines += [f"| {k} | {fmt(v)} |" for k, v in r["image_to_multiview_psnr"].items() if not k.startswith("heldout")]
     cost = r["ms_per_unet_step"]
     views = sorted({v for row in cost.values() for v in row}, key=int)
     lines += ["", "## Cost: ms per UNet forward (batch = views)", "",
