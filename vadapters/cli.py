@@ -173,11 +173,32 @@ def cmd_train_base(args: argparse.Namespace) -> int:
         return _train_perception_default(args)
     if args.name == "tiny-animatediff":
         return _train_tiny_animatediff(args)
+    if args.name == "tiny-sdxl":
+        return _train_tiny_sdxl(args)
     from vadapters.train.base import train_tiny_sd
 
     summary = train_tiny_sd(
         args.out or os.path.join("outputs", "train-base", "tiny-sd"),
         vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        batch_size=args.batch_size or 32,
+        resolution=args.resolution,
+        learning_rate=args.lr if args.lr is not None else 6e-4,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        validate_every=args.validate_every,
+        scene_options=_parse_sets(args.scenes) or None,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _train_tiny_sdxl(args: argparse.Namespace) -> int:
+    from vadapters.train.base_sdxl import train_tiny_sdxl
+
+    summary = train_tiny_sdxl(
+        args.out or os.path.join("outputs", "train-base", "tiny-sdxl"),
+        sd=args.sd,
         unet_steps=args.unet_steps,
         batch_size=args.batch_size or 32,
         resolution=args.resolution,
@@ -343,32 +364,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "name",
         choices=(
-            "tiny-sd", "tiny-animatediff", "tiny-classifier-cnn", "tiny-classifier-vit", "tiny-sam",
+            "tiny-sd", "tiny-sdxl", "tiny-animatediff", "tiny-classifier-cnn", "tiny-classifier-vit", "tiny-sam",
             "judge-shape-colour",
         ),
     )  # fmt: skip
-    p.add_argument("--out", default=None, help="run folder (tiny-sd: outputs/train-base/tiny-sd; judges: weights/)")
+    p.add_argument(
+        "--out", default=None, help="run folder (default outputs/train-base/NAME for tiny-sd(xl); judges: weights/)"
+    )
     p.add_argument(
         "--steps", type=int, default=None, help="classifiers, tiny-sam, judges, tiny-animatediff: optimizer steps"
     )
-    p.add_argument("--sd", default=None, help="tiny-animatediff: the frozen image pipeline (default weights/tiny-sd)")
+    p.add_argument(
+        "--sd",
+        default=None,
+        help="tiny-animatediff: the frozen image pipeline; tiny-sdxl: the tiny-sd giving VAE and first text encoder "
+        "(default weights/tiny-sd)",
+    )
     p.add_argument("--frames", type=int, default=8, help="tiny-animatediff: frames per clip (8-16)")
     p.add_argument("--eval-clips", type=int, default=32, help="tiny-animatediff: held-out clips to evaluate (0: none)")
-    p.add_argument("--vae-steps", type=int, default=1500)
-    p.add_argument("--unet-steps", type=int, default=6000)
+    p.add_argument("--vae-steps", type=int, default=1500, help="tiny-sd: VAE steps")
+    p.add_argument("--unet-steps", type=int, default=6000, help="tiny-sd, tiny-sdxl: UNet (+ text encoder) steps")
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="default: 32 (tiny-sd), 8 (tiny-animatediff), 64 (judges), 128 (classifiers)",
+        help="default: 32 (tiny-sd, tiny-sdxl), 8 (tiny-animatediff), 64 (judges), 128 (classifiers)",
     )
     p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help="default: 6e-4 (tiny-sd), 3e-4 (tiny-animatediff)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="default: 6e-4 (tiny-sd, tiny-sdxl), 3e-4 (tiny-animatediff)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--validate-every", type=int, default=0)
     p.add_argument(
-        "--scenes", action="append", default=[], help="tiny-sd: ShapeScenes option KEY=VALUE (default: 1 large shape)"
+        "--scenes",
+        action="append",
+        default=[],
+        help="tiny-sd(xl): ShapeScenes option KEY=VALUE (default: 1 large shape)",
     )
     p.set_defaults(func=cmd_train_base)
 

@@ -72,7 +72,7 @@ class DiffusionAdapterRecipe:
         pipe: a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (any pipeline with `unet`, `vae`,
             `tokenizer`, `text_encoder`, `scheduler`; SDXL's second encoder and added conditioning are handled).
         config (`AdapterConfig` or None): the adapter to train, injected as `adapter_name` (frozen base, trainable
-            adapter); None trains the whole UNet and text encoder (base models, single process).
+            adapter); None trains the whole UNet and text encoder(s) (base models, single process).
         data_source: a source with `load(index, height, width)` (see `vadapters.train.data.make_source`).
         resolutions: bucket sizes (`"16,24x32,32"` or a list); each must be a multiple of
             `resolution_multiple(pipe)`.
@@ -119,10 +119,11 @@ class DiffusionAdapterRecipe:
         if len(self.dataset) < batch_size:
             raise BadInputError(f"the data has {len(self.dataset)} items, fewer than one batch of {batch_size}")
         if config is None:
-            # Base training: the whole UNet and text encoder learn (VAE frozen). Single process only: the two
-            # modules are called directly, outside any DDP wrapper.
+            # Base training: the whole UNet and text encoder(s) learn (VAE frozen; SDXL's `text_encoder_2` too).
+            # Single process only: the modules are called directly, outside any DDP wrapper.
             self.pipe, self.adapter_name, self.seed = pipe, None, int(seed)
-            self.model = nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder})
+            encoders = [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+            self.model = nn.ModuleDict({"unet": pipe.unet, **{name: getattr(pipe, name) for name in encoders}})
             pipe.vae.requires_grad_(False)
             self.model.requires_grad_(True)
             self._params = list(self.model.parameters())
