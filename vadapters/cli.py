@@ -174,31 +174,16 @@ def cmd_train_base(args: argparse.Namespace) -> int:
     if args.name == "tiny-animatediff":
         return _train_tiny_animatediff(args)
     if args.name == "tiny-sdxl":
-        return _train_tiny_sdxl(args)
-    from vadapters.train.base import train_tiny_sd
+        from vadapters.train.base_sdxl import train_tiny_sdxl as train
 
-    summary = train_tiny_sd(
-        args.out or os.path.join("outputs", "train-base", "tiny-sd"),
-        vae_steps=args.vae_steps,
-        unet_steps=args.unet_steps,
-        batch_size=args.batch_size or 32,
-        resolution=args.resolution,
-        learning_rate=args.lr if args.lr is not None else 6e-4,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every,
-        scene_options=_parse_sets(args.scenes) or None,
-    )
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+        extra = {"sd": args.sd}
+    else:
+        from vadapters.train.base import train_tiny_sd as train
 
-
-def _train_tiny_sdxl(args: argparse.Namespace) -> int:
-    from vadapters.train.base_sdxl import train_tiny_sdxl
-
-    summary = train_tiny_sdxl(
-        args.out or os.path.join("outputs", "train-base", "tiny-sdxl"),
-        sd=args.sd,
+        extra = {"vae_steps": args.vae_steps}
+    summary = train(
+        args.out or os.path.join("outputs", "train-base", args.name),
+        **extra,
         unet_steps=args.unet_steps,
         batch_size=args.batch_size or 32,
         resolution=args.resolution,
