@@ -177,6 +177,19 @@ def _train_hint(name: str) -> str:
     return f"vadapters train-base {name}"
 
 
+def sd_folder(path: Any, option: str) -> str:
+    """A Stable Diffusion pipeline folder: `path`, or the embedded tiny-sd (hash-verified) when None; a clear
+    `CheckpointError` naming `option` and the train-base command when it is missing or not a pipeline folder."""
+    sd_dir = os.fspath(path) if path is not None else _default_folder(DEFAULT_SD, option)
+    if not os.path.isfile(os.path.join(sd_dir, "model_index.json")):
+        what = "not found" if not os.path.isdir(sd_dir) else "is not a diffusers pipeline folder (no model_index.json)"
+        raise CheckpointError(
+            f"Stable Diffusion pipeline folder {what}: {sd_dir!r}; pass {option} a `StableDiffusionPipeline."
+            "save_pretrained` folder or train the default with `vadapters train-base tiny-sd`"
+        )
+    return sd_dir
+
+
 def load_animatediff_pipeline(
     sd_dir: str | os.PathLike | None = None,
     motion_dir: str | os.PathLike | None = None,
@@ -205,13 +218,7 @@ def load_animatediff_pipeline(
 
     from vadapters.pipelines import load_pipeline
 
-    sd_dir = os.fspath(sd_dir) if sd_dir is not None else _default_folder(DEFAULT_SD, "sd_dir")
-    if not os.path.isfile(os.path.join(sd_dir, "model_index.json")):
-        what = "not found" if not os.path.isdir(sd_dir) else "is not a diffusers pipeline folder (no model_index.json)"
-        raise CheckpointError(
-            f"Stable Diffusion pipeline folder {what}: {sd_dir!r}; pass a `StableDiffusionPipeline.save_pretrained` "
-            "folder or train the default with `vadapters train-base tiny-sd`"
-        )
+    sd_dir = sd_folder(sd_dir, "sd_dir")
     motion_dir = os.fspath(motion_dir) if motion_dir is not None else _default_folder(DEFAULT_MOTION, "motion_dir")
     if not os.path.isfile(os.path.join(motion_dir, "config.json")):
         raise CheckpointError(

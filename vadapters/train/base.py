@@ -92,6 +92,43 @@ def vae_psnr(vae: nn.Module, source: Any, resolution: int, n: int = 64) -> float
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
 
 
+def train_denoiser(
+    pipe: Any,
+    source: Any,
+    output_dir: str,
+    *,
+    steps: int,
+    batch_size: int,
+    resolution: int,
+    learning_rate: float,
+    seed: int,
+    checkpoint_every: int,
+    validate_every: int,
+    sample_scheduler: str | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """The base models' denoising stage: UNet + text encoder(s) fully trained (VAE frozen) with the denoising loss,
+    AdamW with warm-up and cosine decay, resumable; returns the Trainer's summary and the recipe.
+
+    The recipe noises with its own copy of `pipe`'s scheduler config; `sample_scheduler` (e.g. "ddim") then
+    replaces `pipe.scheduler` for validation and the saved pipeline (same betas).
+    """
+    from vadapters.models import make_scheduler
+    from vadapters.train.diffusion import DiffusionAdapterRecipe
+
+    recipe = DiffusionAdapterRecipe(
+        pipe, None, source, str(resolution), batch_size, caption_dropout=0.1, seed=seed,
+        validation_resolutions=str(resolution),
+    )  # fmt: skip
+    if sample_scheduler:
+        pipe.scheduler = make_scheduler(sample_scheduler)
+    args = TrainingArguments(
+        output_dir=output_dir, max_steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+        checkpoint_every=checkpoint_every, validate_every=validate_every, lr_scheduler="cosine",
+        lr_warmup_steps=min(200, steps // 10),
+    )  # fmt: skip
+    return Trainer(recipe, args).train(), recipe
+
+
 def train_tiny_sd(
     output_dir: str,
     *,
@@ -111,7 +148,6 @@ def train_tiny_sd(
     `scene_options` are `ShapeScenes` options for the training data (default `TINY_SD_SCENES`).
     """
     from vadapters.models import tiny_sd_pipeline
-    from vadapters.train.diffusion import DiffusionAdapterRecipe
 
     if min(vae_steps, unet_steps, batch_size, resolution, num_items) < 1:
         raise BadInputError("vae_steps, unet_steps, batch_size, resolution and num_items must be positive")
@@ -135,28 +171,10 @@ def train_tiny_sd(
     psnr = vae_psnr(pipe.vae, scene_source(64, seed + 1, **scene_options), resolution)
 
     unet_dir = os.path.join(output_dir, "stage2-unet")
-    recipe = DiffusionAdapterRecipe(
-        pipe,
-        None,
-        source,
-        str(resolution),
-        batch_size,
-        caption_dropout=0.1,
-        seed=seed,
-        validation_resolutions=str(resolution),
-    )
-    unet_args = TrainingArguments(
-        output_dir=unet_dir,
-        max_steps=unet_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        validate_every=validate_every,
-        lr_scheduler="cosine",
-        lr_warmup_steps=min(200, unet_steps // 10),
-    )
-    unet_summary = Trainer(recipe, unet_args).train()
+    unet_summary, _ = train_denoiser(
+        pipe, source, unet_dir, steps=unet_steps, batch_size=batch_size, resolution=resolution,
+        learning_rate=learning_rate, seed=seed, checkpoint_every=checkpoint_every, validate_every=validate_every,
+    )  # fmt: skip
     return {
         "pipeline": os.path.join(unet_dir, "pipeline"),
         "vae_psnr_db": round(psnr, 2),

@@ -20,23 +20,17 @@ import os
 import time
 from typing import Any
 
-from vadapters.errors import BadInputError, CheckpointError
+from vadapters.errors import BadInputError
 
 __all__ = ["train_tiny_sdxl"]
 
 
 def _load_sd(sd: Any) -> tuple[Any, str]:
     """The tiny-sd pipeline at `sd` (`None`: the embedded `weights/tiny-sd`), with a clear error if unusable."""
-    from vadapters.models.video import DEFAULT_SD, _default_folder
+    from vadapters.models.video import sd_folder
     from vadapters.pipelines import load_pipeline
 
-    sd_dir = os.fspath(sd) if sd is not None else _default_folder(DEFAULT_SD, "--sd")
-    if not os.path.isfile(os.path.join(sd_dir, "model_index.json")):
-        what = "not found" if not os.path.isdir(sd_dir) else "is not a diffusers pipeline folder (no model_index.json)"
-        raise CheckpointError(
-            f"tiny-sd folder {what}: {sd_dir!r}; pass --sd a trained tiny-sd `StableDiffusionPipeline` folder "
-            "(e.g. weights/tiny-sd) or train one with `vadapters train-base tiny-sd`"
-        )
+    sd_dir = sd_folder(sd, "--sd")
     pipe = load_pipeline(sd_dir)
     if any(getattr(pipe, n, None) is None for n in ("vae", "text_encoder", "tokenizer")) or hasattr(
         pipe, "text_encoder_2"
@@ -95,10 +89,8 @@ def train_tiny_sdxl(
     Returns:
         A summary: `pipeline` path, `sd` folder, `resumed_from`, the Trainer's summary under `unet`, `seconds`.
     """
-    from vadapters.models import make_scheduler, tiny_sdxl_pipeline
-    from vadapters.train.base import TINY_SD_SCENES, scene_source
-    from vadapters.train.diffusion import DiffusionAdapterRecipe
-    from vadapters.train.trainer import Trainer, TrainingArguments
+    from vadapters.models import tiny_sdxl_pipeline
+    from vadapters.train.base import TINY_SD_SCENES, scene_source, train_denoiser
 
     sizes = {"unet_steps": unet_steps, "batch_size": batch_size, "resolution": resolution, "num_items": num_items}
     for name, value in sizes.items():
@@ -116,31 +108,11 @@ def train_tiny_sdxl(
     _check_shapes(pipe)
     # Training drops captions to "": classifier-free guidance must encode "" too, not use zero embeddings.
     pipe.register_to_config(force_zeros_for_empty_prompt=False)
-    recipe = DiffusionAdapterRecipe(
-        pipe,
-        None,
-        source,
-        str(resolution),
-        batch_size,
-        caption_dropout=0.1,
-        seed=seed,
-        validation_resolutions=str(resolution),
-    )
-    # The recipe noises with DDPM (its own copy of the config above); validation and the saved pipeline sample
-    # with DDIM (same betas).
-    pipe.scheduler = make_scheduler("ddim")
-    args = TrainingArguments(
-        output_dir=output_dir,
-        max_steps=unet_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        validate_every=validate_every,
-        lr_scheduler="cosine",
-        lr_warmup_steps=min(200, unet_steps // 10),
-    )
-    summary = Trainer(recipe, args).train()  # ends with the recipe's `save_pipeline_atomically` to pipeline/
+    summary, recipe = train_denoiser(
+        pipe, source, output_dir, steps=unet_steps, batch_size=batch_size, resolution=resolution,
+        learning_rate=learning_rate, seed=seed, checkpoint_every=checkpoint_every, validate_every=validate_every,
+        sample_scheduler="ddim",
+    )  # fmt: skip  # ends with the recipe's `save_pipeline_atomically` to pipeline/
     return {
         "pipeline": os.path.join(output_dir, "pipeline"),
         "sd": os.path.abspath(sd_dir),
