@@ -4,7 +4,7 @@ Usage:
     python benchmarks/tiny_sd_quality.py PIPELINE_DIR [--name NAME] [--n 128] [--steps 25]
 
 Writes benchmarks/results/<name>.json and .md with the command, seed and machine. The untrained tiny pipeline
-(same architecture, seeded random weights) is scored too, as the floor.
+(same architecture as PIPELINE_DIR, SD or SDXL, seeded random weights) is scored too, as the floor.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main() -> None:
     from diffusers import DDIMScheduler
 
     from vadapters.metrics.judges import ShapeColourJudge, score_text_to_image
-    from vadapters.models import tiny_sd_pipeline
+    from vadapters.models import tiny_sd_pipeline, tiny_sdxl_pipeline
     from vadapters.models.weights import default_path
     from vadapters.pipelines import load_pipeline
 
@@ -42,7 +42,7 @@ def main() -> None:
     pipe = load_pipeline(args.pipeline)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    floor = tiny_sd_pipeline()
+    floor = tiny_sdxl_pipeline() if type(pipe).__name__ == "StableDiffusionXLPipeline" else tiny_sd_pipeline()
     floor.set_progress_bar_config(disable=True)
     kw = {"n": args.n, "steps": args.steps, "seed": args.seed}
     scores = {
