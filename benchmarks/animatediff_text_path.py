@@ -78,9 +78,8 @@ def direction_gap(sd, unet, clips, n: int, timesteps: list[int], seed: int) -> d
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from diffusers import DDPMScheduler
-
     from animatediff_caption_dependence import OPPOSITE, swap
+    from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler.from_config(sd.scheduler.config)
     gen = torch.Generator().manual_seed(seed)
