@@ -24,14 +24,13 @@ Writes benchmarks/results/animatediff_caption_dependence.{json,md} with the comm
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
-import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _report import command, header, machine, write_report  # noqa: E402 (sibling module, after the env)
 
 OPPOSITE = {
     "right": "left", "left": "right", "up": "down", "down": "up",
@@ -149,18 +148,15 @@ def main() -> None:
         return out
 
     result = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "seed": args.seed,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
+        "machine": machine(args.threads),
         "clips": args.clips,
         "timesteps": timesteps,
         "adapters": {a: summary(a) for a in unets},
         "text_encoder_cosine_distance": text_distance,
         "seconds": round(time.time() - start, 1),
     }
-    os.makedirs("benchmarks/results", exist_ok=True)
-    with open(f"benchmarks/results/{args.name}.json", "w") as fh:
-        json.dump(result, fh, indent=2)
     rows = []
     for a, s in result["adapters"].items():
         for c in conditions:
@@ -168,8 +164,7 @@ def main() -> None:
                 f"{s[f'{c} - true']:+.6f} ± {s[f'{c} - true, std err']:.6f} | {s[f'{c}: clips where true is lower']:.2f}"
             )  # fmt: skip
             rows.append(f"| {a} | {c} | {s[c]:.6f} | {delta or ' | '} |")
-    md = (
-        f"# {args.name}\n\n`{result['command']}` on {result['machine']}, {result['seconds']} s.\n\n"
+    md = header(args.name, result) + (
         f"Held-out denoising loss of the video UNet on {args.clips} motion clips (8 frames, 32 px, seed {args.seed}), "
         f"timesteps {timesteps}, same noise for every condition.\n\n"
         "| adapter | caption | loss | loss - loss(true) ± s.e. | clips where true is lower |\n|---|---|---|---|---|\n"
@@ -177,9 +172,7 @@ def main() -> None:
         + "\n\nFrozen text encoder, mean cosine distance between a caption and the same caption with one attribute "
         "changed: " + ", ".join(f"{k} {v}" for k, v in text_distance.items()) + ".\n"
     )
-    with open(f"benchmarks/results/{args.name}.md", "w") as fh:
-        fh.write(md)
-    print(md)
+    write_report(args.name, result, md)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ Writes benchmarks/results/animatediff_text_path.{json,md} with the command, seed
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _report import command, header, machine, write_report  # noqa: E402 (sibling module, after the env)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -159,9 +160,9 @@ def main() -> None:
         print(arm, results[arm], flush=True)
 
     result = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "seed": args.seed,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
+        "machine": machine(args.threads),
         "start": "embedded weights/tiny-animatediff (1,200 steps) on embedded weights/tiny-sd",
         "continuation": f"{args.steps} steps, batch 8, lr 1e-4 constant, caption dropout 0.1",
         "held_out_clips": args.clips,
@@ -169,26 +170,20 @@ def main() -> None:
         "arms": results,
         "seconds": round(time.time() - start, 1),
     }
-    os.makedirs("benchmarks/results", exist_ok=True)
-    with open(f"benchmarks/results/{args.name}.json", "w") as fh:
-        json.dump(result, fh, indent=2)
     rows = "\n".join(
         f"| {arm} | {r['loss_gap']['loss_true']:.6f} | {r['loss_gap']['gap']:+.6f} ± {r['loss_gap']['gap_std_err']:.6f}"
         f" | {r['loss_gap']['clips_true_lower']:.2f} | {r['generation']['direction_accuracy']:.3f}"
         f" | {r['generation']['frame_diff']:.4f} |"
         for arm, r in results.items()
     )
-    md = (
-        f"# {args.name}\n\n`{result['command']}` on {result['machine']}, {result['seconds']} s.\n\n"
+    md = header(args.name, result) + (
         f"Start: {result['start']}; each arm continues for {result['continuation']}. {args.clips} held-out clips "
         "(seed 1): loss gap = loss(opposite direction) - loss(true caption), same noise, timesteps 100-900; "
         "direction accuracy of generated clips (CFG 3, 20 steps; chance 0.125).\n\n"
         "| arm | held-out loss | gap ± s.e. | clips where true is lower | direction accuracy | frame diff |\n"
         f"|---|---|---|---|---|---|\n{rows}\n"
     )
-    with open(f"benchmarks/results/{args.name}.md", "w") as fh:
-        fh.write(md)
-    print(md)
+    write_report(args.name, result, md)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ Writes benchmarks/results/<name>.json and .md with the command, seed and machine
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _report import command, header, machine, write_report  # noqa: E402 (sibling module, after the env)
 
 
 def main() -> None:
@@ -51,31 +50,25 @@ def main() -> None:
         "untrained_cfg3": score_text_to_image(floor, judge, config, guidance_scale=3.0, **kw),
     }
     result = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "seed": args.seed,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
+        "machine": machine(args.threads),
         "pipeline": args.pipeline,
         "judge_held_out_accuracy": config["metrics"],
         "scores": scores,
         "seconds": round(time.time() - start, 1),
     }
-    os.makedirs("benchmarks/results", exist_ok=True)
-    with open(f"benchmarks/results/{args.name}.json", "w") as fh:
-        json.dump(result, fh, indent=2)
     rows = "\n".join(
         f"| {k} | {v['shape_accuracy']:.3f} | {v['colour_accuracy']:.3f} | {v['both_accuracy']:.3f} |"
         for k, v in scores.items()
     )
     chance = scores["trained_cfg1"]
-    md = (
-        f"# {args.name}\n\n`{result['command']}` on {result['machine']}, {result['seconds']} s.\n\n"
+    md = header(args.name, result) + (
         f"Judge on {args.n} held-out single-shape captions, DDIM {args.steps} steps "
         f"(chance: shape {chance['chance_shape']}, colour {chance['chance_colour']}).\n\n"
         f"| pipeline | shape | colour | both |\n|---|---|---|---|\n{rows}\n"
     )
-    with open(f"benchmarks/results/{args.name}.md", "w") as fh:
-        fh.write(md)
-    print(md)
+    write_report(args.name, result, md)
 
 
 if __name__ == "__main__":
