@@ -49,11 +49,44 @@ def swap(caption: str, table: dict[str, str]) -> str:
     return out
 
 
+def held_out_losses(sd, unets: dict, clips, n: int, timesteps: list[int], seed: int, variants: dict, start: float):
+    """Epsilon MSE of each video UNet on clips `0..n-1` with each caption variant, one shared noise per clip and
+    timestep (so differences between variants are paired). Returns `{unet: {variant: array [n, len(timesteps)]}}`.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(sd.scheduler.config)
+    losses = {a: {c: np.zeros((n, len(timesteps))) for c in variants} for a in unets}
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for i in range(n):
+            clip = clips.render(i)
+            latents = sd.vae.encode(clip["frames"]).latent_dist.mean * sd.vae.config.scaling_factor  # [F, C, h, w]
+            latents = latents.transpose(0, 1)[None]  # [1, C, F, h, w]
+            texts = [fn(clip["caption"]) for fn in variants.values()]
+            emb = sd.encode_prompt(texts, "cpu", 1, False)[0].repeat_interleave(latents.shape[2], dim=0)
+            emb = emb.unflatten(0, (len(texts), latents.shape[2]))  # [variant, F, tokens, dim]
+            for j, t in enumerate(timesteps):
+                noise = torch.randn(latents.shape, generator=gen)
+                tt = torch.tensor([t])
+                noisy = scheduler.add_noise(latents, noise, tt)
+                for a, unet in unets.items():
+                    for k, c in enumerate(variants):
+                        pred = unet(noisy, tt, encoder_hidden_states=emb[k], return_dict=False)[0]
+                        losses[a][c][i, j] = F.mse_loss(pred, noise).item()
+            if (i + 1) % 8 == 0:
+                print(f"{i + 1}/{n} clips, {time.time() - start:.0f} s", flush=True)
+    return losses
+
+
 def main() -> None:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from diffusers import DDPMScheduler, MotionAdapter, UNetMotionModel
+    from diffusers import MotionAdapter, UNetMotionModel
 
     from vadapters.models.video import tiny_motion_adapter
     from vadapters.models.weights import default_path
@@ -78,47 +111,23 @@ def main() -> None:
         "untrained": tiny_motion_adapter(sd.unet.config, seed=0, max_seq_length=trained.config.motion_max_seq_length),
     }
     unets = {k: UNetMotionModel.from_unet2d(sd.unet, a).eval() for k, a in adapters.items()}
-    scheduler = DDPMScheduler.from_config(sd.scheduler.config)
     clips = MotionClips(args.clips, seed=args.seed, num_frames=8, size=(32, 32))
 
-    @torch.no_grad()
     def encode_text(captions: list[str]) -> torch.Tensor:
-        ids = sd.tokenizer(
-            captions, padding="max_length", max_length=sd.tokenizer.model_max_length, truncation=True,
-            return_tensors="pt",
-        ).input_ids  # fmt: skip
-        return sd.text_encoder(ids)[0]
+        return sd.encode_prompt(captions, "cpu", 1, False)[0]
 
-    conditions = ("true", "opposite direction", "other speed", "empty")
-    losses = {a: {c: np.zeros((args.clips, len(timesteps))) for c in conditions} for a in unets}
-    gen = torch.Generator().manual_seed(args.seed)
+    variants = {
+        "true": lambda c: c,
+        "opposite direction": lambda c: swap(c, OPPOSITE),
+        "other speed": lambda c: swap(c, OTHER_SPEED),
+        "empty": lambda c: "",
+    }
+    conditions = tuple(variants)
+    losses = held_out_losses(sd, unets, clips, args.clips, timesteps, args.seed, variants, start)
     with torch.no_grad():
-        for i in range(args.clips):
-            clip = clips.render(i)
-            frames, caption = clip["frames"], clip["caption"]
-            latents = sd.vae.encode(frames).latent_dist.mean * sd.vae.config.scaling_factor  # [F, C, h, w]
-            latents = latents.transpose(0, 1)[None]  # [1, C, F, h, w]
-            texts = {
-                "true": caption,
-                "opposite direction": swap(caption, OPPOSITE),
-                "other speed": swap(caption, OTHER_SPEED),
-                "empty": "",
-            }
-            emb = {c: encode_text([t]).repeat_interleave(latents.shape[2], dim=0) for c, t in texts.items()}
-            for j, t in enumerate(timesteps):
-                noise = torch.randn(latents.shape, generator=gen)
-                tt = torch.tensor([t])
-                noisy = scheduler.add_noise(latents, noise, tt)
-                for a, unet in unets.items():
-                    for c in conditions:
-                        pred = unet(noisy, tt, encoder_hidden_states=emb[c], return_dict=False)[0]
-                        losses[a][c][i, j] = F.mse_loss(pred, noise).item()
-            if (i + 1) % 8 == 0:
-                print(f"{i + 1}/{args.clips} clips, {time.time() - start:.0f} s", flush=True)
-
         # how far apart the frozen text encoder puts captions differing in one attribute (pooled, cosine distance)
         base = [clips.caption(i) for i in range(args.clips)]
-        variants = {
+        edits = {
             "direction": [swap(c, OPPOSITE) for c in base],
             "speed": [swap(c, OTHER_SPEED) for c in base],
             "colour": [re.sub(r"^an? (\w+)", lambda m: "a " + ("blue" if m.group(1) != "blue" else "red"), c)
@@ -128,8 +137,7 @@ def main() -> None:
         }  # fmt: skip
         e0 = encode_text(base).flatten(1)
         text_distance = {
-            k: round(float(1 - F.cosine_similarity(e0, encode_text(v).flatten(1)).mean()), 5)
-            for k, v in variants.items()
+            k: round(float(1 - F.cosine_similarity(e0, encode_text(v).flatten(1)).mean()), 5) for k, v in edits.items()
         }
 
     def summary(a: str) -> dict:

@@ -4,6 +4,7 @@ saved adapter loads into an AnimateDiffPipeline, and the motion metric tells mov
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -161,3 +162,34 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(sd_dir, tmp_path):
                          for run in ("resumed", "straight"))  # fmt: skip
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
+
+def test_recipe_can_train_the_text_encoder_too(sd_dir, tmp_path):
+    from transformers import CLIPTextModel
+
+    from vadapters.models.video import tiny_motion_adapter
+    from vadapters.pipelines import load_pipeline
+    from vadapters.synthetic.motion import MotionClips
+    from vadapters.train.trainer import Trainer, TrainingArguments
+    from vadapters.train.video import MotionModuleRecipe
+
+    sd = load_pipeline(str(sd_dir))
+    before = {
+        name: {k: v.clone() for k, v in getattr(sd, name).state_dict().items()} for name in ("vae", "text_encoder")
+    }
+    spatial_before = {k: v.clone() for k, v in sd.unet.state_dict().items()}
+    clips = MotionClips(8, size=(16, 16))
+    recipe = MotionModuleRecipe(sd, tiny_motion_adapter(sd.unet.config), clips, 16, 2, train_text_encoder=True)
+    assert set(recipe.model) == {"unet", "text_encoder"}
+    assert {id(p) for p in sd.text_encoder.parameters()} <= {id(p) for p in recipe.trainable_parameters()}
+    args = TrainingArguments(tmp_path, max_steps=2, learning_rate=1e-3, batch_size=2, checkpoint_every=0)
+    Trainer(recipe, args).train()
+    assert all(torch.equal(v, before["vae"][k]) for k, v in sd.vae.state_dict().items())
+    spatial = {k: v for k, v in recipe.unet.state_dict().items() if ".motion_modules." not in k}
+    assert all(torch.equal(v, spatial_before[k]) for k, v in spatial.items())
+    trained = sd.text_encoder.state_dict()
+    assert any(not torch.equal(v, before["text_encoder"][k]) for k, v in trained.items())
+    saved = recipe.save(str(tmp_path / "out"))
+    assert [os.path.basename(p) for p in saved] == ["motion_adapter", "text_encoder"]
+    reloaded = CLIPTextModel.from_pretrained(saved[1], local_files_only=True).state_dict()
+    assert reloaded.keys() == trained.keys() and all(torch.equal(reloaded[k], v) for k, v in trained.items())

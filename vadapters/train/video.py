@@ -89,13 +89,16 @@ class MotionModuleRecipe:
     """Epsilon-loss recipe that trains only the motion modules of `UNetMotionModel.from_unet2d(sd.unet, adapter)`.
 
     Args:
-        sd_pipe: a `StableDiffusionPipeline` (its UNet, VAE and text encoder stay frozen).
+        sd_pipe: a `StableDiffusionPipeline` (its UNet and VAE stay frozen; its text encoder too unless
+            `train_text_encoder`).
         motion_adapter: the `MotionAdapter` to start from (e.g. `tiny_motion_adapter(sd_pipe.unet.config)`).
         clips: a `MotionClips`-like source (`render(index, h, w)`, `caption(index)`, `num_frames`).
         resolution (`int`): square frame size in pixels.
         batch_size (`int`): clips per batch.
         caption_dropout (`float`): probability of training a clip on the empty caption (keeps guidance usable).
         seed (`int`): seed of the noise / timestep / dropout generator.
+        train_text_encoder (`bool`): also train the text encoder (as diffusers' `--train_text_encoder`); not
+            AnimateDiff's recipe, which keeps it frozen. `save` then writes `text_encoder/` beside the adapter.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class MotionModuleRecipe:
         batch_size: int,
         caption_dropout: float = 0.1,
         seed: int = 0,
+        train_text_encoder: bool = False,
     ) -> None:
         from diffusers import DDPMScheduler, UNetMotionModel
 
@@ -125,6 +129,10 @@ class MotionModuleRecipe:
             module.requires_grad_(False).eval()
         self.model: nn.Module = self.unet
         self._unet: nn.Module = self.unet
+        self.train_text_encoder = bool(train_text_encoder)
+        if self.train_text_encoder:
+            self._params += list(sd_pipe.text_encoder.requires_grad_(True).train().parameters())
+            self.model = nn.ModuleDict({"unet": self.unet, "text_encoder": sd_pipe.text_encoder})
         self.dataset = MotionClipDataset(clips)
         self.collate = collate_clips
         self.resolution, self.batch_size, self.seed = int(resolution), int(batch_size), int(seed)
@@ -145,7 +153,8 @@ class MotionModuleRecipe:
         return BucketBatchSampler(len(self.dataset), batch_size, res, seed=seed, drop_last=True)
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
-        self._unet = model
+        """Run the UNet through its prepared wrapper (alone, it is the trained module); move the frozen parts over."""
+        self._unet = self.unet if self.train_text_encoder else model
         self.pipe.vae.to(accelerator.device)
         self.pipe.text_encoder.to(accelerator.device)
 
@@ -172,6 +181,7 @@ class MotionModuleRecipe:
             flat = pixels.flatten(0, 1).to(self.device, vae.dtype)
             latents = vae.encode(flat).latent_dist.sample(generator=self.generator) * vae.config.scaling_factor
             latents = latents.unflatten(0, (b, f)).transpose(1, 2)  # [B, C, F, h, w]
+        with torch.set_grad_enabled(self.train_text_encoder):
             ids = tokenizer(
                 captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                 return_tensors="pt",
@@ -198,7 +208,10 @@ class MotionModuleRecipe:
         """Write `output_dir/motion_adapter` (`MotionAdapter.save_pretrained`, safetensors), swapped in atomically."""
         from vadapters.train.diffusion import save_pipeline_atomically
 
-        return [save_pipeline_atomically(self.motion_adapter_state(), os.path.join(output_dir, MOTION_DIR))]
+        saved = [save_pipeline_atomically(self.motion_adapter_state(), os.path.join(output_dir, MOTION_DIR))]
+        if self.train_text_encoder:
+            saved.append(save_pipeline_atomically(self.pipe.text_encoder, os.path.join(output_dir, "text_encoder")))
+        return saved
 
 
 # --------------------------------------------------------------------------------------------------- metrics
