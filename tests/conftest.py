@@ -50,3 +50,13 @@ def vit():
     from vadapters.models import tiny_timm_classifier
 
     return tiny_timm_classifier("test_vit", seed=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device; where there is none they skip, naming what is missing."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -322,10 +322,9 @@ def test_real_size_vit_b_zero_init_identity_and_overhead():
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         base = sam.image_encoder(x)
-        vadapters.inject(sam, SAMAdapterConfig())
+        vadapters.inject(sam, SAMAdapterConfig(), adapter_name="sam_adapter")
         assert torch.equal(sam.image_encoder(x), base)
         vadapters.set_adapters(sam, "sam_adapter")
-        _injector()
         for p in _injector().adapter_parameters(sam, "sam_adapter"):
             p.add_(torch.randn_like(p) * 0.02)
         out = sam.image_encoder(x)
