@@ -2,7 +2,7 @@
 camouflage / shadow metrics when a ground-truth mask exists.
 
 Calls only public functions: `vadapters.pipelines.SAMAdapterPredictor` (+ `vadapters.pipelines.sam.load_adapter`),
-`vadapters.core.hosts.sam.load_sam`, `vadapters.disabled`, `vadapters.metrics.saliency.SegmentationMetrics`.
+`vadapters.models.load_sam`, `vadapters.disabled`, `vadapters.metrics.saliency.SegmentationMetrics`.
 """
 
 from typing import Any
@@ -111,14 +111,10 @@ def load_sam_model(ctx: StudioContext, sam: str | None, adapter: str | None) -> 
     """The (cached) SAM with the adapter, if any, loaded as "sam_adapter"."""
 
     def load():
-        import warnings
-
-        from vadapters.core.hosts.sam import load_sam
+        from vadapters.models import load_sam
         from vadapters.pipelines.sam import load_adapter
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "using the random-init tiny SAM" until weights land
-            model = load_sam(sam, device=ctx.device)
+        model = load_sam(sam, device=ctx.device)
         if adapter is not None:
             load_adapter(model, adapter, "sam_adapter")
         return model.eval()

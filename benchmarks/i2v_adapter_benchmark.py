@@ -385,14 +385,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_outputs(result: dict[str, Any], stem: str, strengths: list[Any]) -> None:
-    from vadapters.core.io import _atomic_replace, atomic_write_text
+    from vadapters.core.io import atomic_write, atomic_write_text
 
     atomic_write_text(stem + ".json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(stem + ".md", render_markdown(result))
     title = "I2V-Adapter: ground-truth PSNR of frames 1..F-1 vs motion" + (" (quick)" if result["quick"] else "")
     buffer = io.BytesIO()
     tradeoff_plot(result["quality"], strengths, title).save(buffer, format="PNG")
-    _atomic_replace(stem + ".png", lambda fh: fh.write(buffer.getvalue()))
+    atomic_write(stem + ".png", lambda fh: fh.write(buffer.getvalue()))
 
 
 def render_markdown(r: dict[str, Any]) -> str:

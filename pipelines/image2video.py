@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from diffusers import AnimateDiffPipeline
 
-from vadapters.core.io import _atomic_replace
+from vadapters.core.io import atomic_write
 from vadapters.errors import BadInputError
 from vadapters.methods.i2v_adapter.model import RUNTIME_ATTRIBUTE, i2v_state
 from vadapters.methods.i2v_adapter.sampling import color_match_frames, first_timestep_strength, prior_latents
@@ -305,7 +305,7 @@ def save_video(video: Any, path: str | os.PathLike, fps: float = 8.0, scale: int
         options = {"lossless": True} if ext == ".webp" else {}
         images[0].save(buffer, format=ext[1:].upper(), save_all=True, append_images=images[1:], duration=duration,
                        loop=loop, **options)  # fmt: skip
-        _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
         return path
     if ext == ".mp4":
         try:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vadapters.core.io import _atomic_replace
+from vadapters.core.io import atomic_write
 from vadapters.errors import BadInputError, CheckpointError
 
 
@@ -89,5 +89,5 @@ def save_image(image: np.ndarray, path: str, scale: int = 1) -> str:
         image = image.repeat(scale, axis=0).repeat(scale, axis=1)
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
     return path

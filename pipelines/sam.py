@@ -77,7 +77,7 @@ class SAMAdapterPredictor(SamPredictor):
     """
 
     def __init__(self, sam_model: Any = None, adapter: str | os.PathLike | None = None, device: Any = None) -> None:
-        from vadapters.core.hosts.sam import load_sam
+        from vadapters.models import load_sam
 
         sam = load_sam(sam_model, device=device)
         if adapter is not None:

@@ -20,9 +20,9 @@ from gradio_client.exceptions import AppError  # noqa: E402
 def root(tmp_path_factory):
     """An allowed root holding a fresh (untrained) ResAdapter and SAM-Adapter, as a user's own folders."""
     import vadapters
-    from vadapters.core.hosts.sam import load_sam
     from vadapters.methods.res_adapter import ResAdapterConfig
     from vadapters.methods.sam_adapter import SAMAdapterConfig
+    from vadapters.models import load_sam
     from vadapters.pipelines import load_pipeline
 
     root = tmp_path_factory.mktemp("studio_root")
@@ -57,7 +57,7 @@ def _image(item) -> np.ndarray:
 
 
 def test_build_demo_loads_no_model_and_sets_api_names_and_queue(monkeypatch, tmp_path):
-    import vadapters.core.hosts.sam
+    import vadapters.models
     import vadapters.pipelines
     import vadapters.tta.runner
     from vadapters.apps.cache import CACHE
@@ -67,7 +67,7 @@ def test_build_demo_loads_no_model_and_sets_api_names_and_queue(monkeypatch, tmp
         raise AssertionError("a model was loaded while building the app")
 
     monkeypatch.setattr(vadapters.pipelines, "load_pipeline", refuse)
-    monkeypatch.setattr(vadapters.core.hosts.sam, "load_sam", refuse)
+    monkeypatch.setattr(vadapters.models, "load_sam", refuse)
     monkeypatch.setattr(vadapters.tta.runner, "load_classifier", refuse)
     before = CACHE.keys()
     demo = build_demo([str(tmp_path)], max_queue=5)

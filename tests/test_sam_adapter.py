@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import vadapters
-from vadapters.core.hosts.sam import decode_masks, load_sam
+from vadapters.core.hosts.sam import decode_masks
 from vadapters.methods.sam_adapter import (
     PromptedPatchEmbed,
     SAMAdapterConfig,
@@ -17,7 +17,7 @@ from vadapters.methods.sam_adapter import (
     patch_tokens,
 )
 from vadapters.methods.sam_adapter import conversion as conv
-from vadapters.models import tiny_sam
+from vadapters.models import load_sam, tiny_sam
 
 
 def _images(b=2, seed=0):

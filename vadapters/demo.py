@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vadapters.core.io import _atomic_replace, atomic_write_text
+from vadapters.core.io import atomic_write, atomic_write_text
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
@@ -34,7 +34,7 @@ def save_gif(frames: list[np.ndarray], path: str, scale: int = 4, ms: int = 120)
     images = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
-    _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
     return path
 
 

@@ -67,7 +67,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from vadapters.core.io import _atomic_replace
+    from vadapters.core.io import atomic_write
     from vadapters.pipelines.sam import SAMAdapterPredictor
 
     predictor = SAMAdapterPredictor(args.sam, adapter=args.adapter)
@@ -85,7 +85,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     def write(fh):
         mask.save(fh, format="PNG")
 
-    _atomic_replace(args.out, write)
+    atomic_write(args.out, write)
     mode = "prompt-free" if points is None and box is None else "prompted"
     print(f"wrote {args.out} ({mode}; foreground {masks[0].mean():.1%}, predicted IoU {float(scores[0]):.3f})")
     return 0

@@ -10,6 +10,7 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,7 +22,17 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_METADATA_KEY = "vadapters_config"
 
 
-def _atomic_replace(path: str, write) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
+    """Call `write(fh)` on a temporary sibling file, then swap it in: a crash leaves the old file or the new one.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "a", "b.bin")
+        >>> atomic_write(path, lambda fh: fh.write(b"ok"))
+        >>> open(path, "rb").read()
+        b'ok'
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
@@ -37,9 +48,14 @@ def _atomic_replace(path: str, write) -> None:
         raise
 
 
-def atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text so that a crash leaves either the old file or the new one, never half of one."""
-    _atomic_replace(path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes atomically (see `atomic_write`)."""
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def sniff_format(path: str) -> str:
@@ -63,7 +79,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str
 
     clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     payload = save(clean, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    _atomic_replace(path, lambda fh: fh.write(payload))
+    atomic_write_bytes(path, payload)
 
 
 def load_tensors(path: str, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -117,3 +133,33 @@ def config_from_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"the embedded adapter config is not valid JSON: {exc}") from exc
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[Any, Any]:
+    """The state dict in a weights file: safetensors, or a PyTorch file read only through torch's restricted
+    unpickler (`torch.load(weights_only=True)`: tensors, numbers, strings, containers; no code). A
+    `{"state_dict": {...}}` wrapper is unwrapped. Failures raise `CheckpointError` naming `what`.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.pth")
+        >>> torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+        >>> read_checkpoint(path)
+        {'w': tensor([1., 1.])}
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} not found: {path!r}")
+    if sniff_format(path) == "safetensors":
+        return load_tensors(path)[0]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for foreign, truncated or unsafe files
+        raise CheckpointError(
+            f"cannot read {path!r} as a {what} with torch.load(weights_only=True) ({type(err).__name__}: {err})"
+        ) from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path!r} holds a {type(state).__name__}, not a state dict")
+    return state

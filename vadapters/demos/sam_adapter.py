@@ -18,9 +18,9 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
 
     import torch
 
-    from vadapters.core.hosts.sam import load_sam
     from vadapters.demo import mask_to_uint8
     from vadapters.methods.sam_adapter.train import train_sam_adapter
+    from vadapters.models import load_sam
     from vadapters.pipelines import save_image, side_by_side
     from vadapters.pipelines.sam import SAMAdapterPredictor
     from vadapters.synthetic.segmentation import CamouflageScenes

@@ -21,12 +21,12 @@ def plot_errors(results: dict[str, Any], path: str, title: str = "") -> str:
     """Line plot of per-segment error (%) for each method's `StreamResult`; PNG via PIL. Returns `path`."""
     import io
 
-    from vadapters.core.io import _atomic_replace
+    from vadapters.core.io import atomic_write
 
     buffer = io.BytesIO()
     error_plot_image(results, title).save(buffer, format="PNG")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
     return path
 
 

@@ -6,7 +6,7 @@
 - `load_default_sam()`: a real `segment_anything` `Sam` (tiny ViT, 64 px input) trained on salient scenes.
 - `load_sam(checkpoint)`: the default (`None`), a folder like `weights/tiny-sam`, an official SAM
   `sam_vit_{b,l,h}_*.pth` (variant read from the tensor shapes, built with segment_anything's own classes), or a
-  `Sam` object (returned as is).
+  `Sam` object (returned as is). The one SAM loader: pipelines, training, the CLI and the app all call it.
 
 Example:
     >>> from vadapters.models.defaults import CLASSIFIER_KINDS
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vadapters.core.io import load_tensors, read_checkpoint
 from vadapters.errors import BadInputError, CheckpointError
 
 CLASSIFIER_KINDS = ("cnn", "vit")
@@ -50,7 +51,6 @@ def _read_config(folder: pathlib.Path) -> dict[str, Any]:
 def load_default_classifier(kind_or_path: str | os.PathLike = "cnn", verify: bool = True) -> nn.Module:
     """The embedded classifier `kind` ("cnn" or "vit") or one saved in the same layout at a folder path, in eval
     mode; `pretrained_cfg` carries `mean`, `std`, `class_names`, `input_size`."""
-    from vadapters.core.io import load_tensors
     from vadapters.models.tiny import tiny_timm_classifier
 
     if str(kind_or_path) in CLASSIFIER_KINDS:
@@ -87,23 +87,6 @@ def load_default_classifier(kind_or_path: str | os.PathLike = "cnn", verify: boo
     return model.eval().requires_grad_(False)
 
 
-def _load_pth(path: str) -> dict[str, torch.Tensor]:
-    from vadapters.core.io import sniff_format
-
-    fmt = sniff_format(path)
-    if fmt == "safetensors":
-        from vadapters.core.io import load_tensors
-
-        return load_tensors(path)[0]
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or truncated files
-        raise CheckpointError(f"cannot read {path} as a SAM state dict ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
 def _load_into(sam: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
     own = sam.state_dict()
     bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
@@ -127,22 +110,68 @@ def load_default_sam(path: str | os.PathLike | None = None, verify: bool = True)
     kwargs = dict(config["builder_kwargs"])
     kwargs["global_attn_indexes"] = tuple(kwargs.get("global_attn_indexes", ()))
     sam = tiny_sam(**kwargs)
-    return _load_into(sam, _load_pth(str(folder / "sam_tiny.pth")), str(folder))
+    return _load_into(sam, read_checkpoint(folder / "sam_tiny.pth", "SAM state dict"), str(folder))
 
 
-def load_sam(checkpoint: Any = None, verify: bool = True) -> nn.Module:
-    """A segment-anything `Sam` from None (embedded default), a folder in the `weights/tiny-sam` layout (or its
-    `sam_tiny.pth`), an official `sam_vit_{b,l,h}_*.pth` / `.safetensors`, or a `Sam` (returned as is).
+def _variant_from_state_dict(state: dict[str, torch.Tensor]) -> str:
+    width = state["image_encoder.patch_embed.proj.weight"].shape[0]
+    variants = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+    if width not in variants:
+        raise CheckpointError(f"SAM checkpoint has encoder width {width}; expected 768 (ViT-B), 1024 (L) or 1280 (H)")
+    return variants[width]
 
-    Official checkpoints go through `vadapters.core.hosts.sam.load_sam` (segment-anything's own classes, variant
-    read from the tensor shapes, `torch.load(weights_only=True)`).
+
+def load_official_sam(path: str | os.PathLike) -> nn.Module:
+    """An official `sam_vit_{b,l,h}_*.pth` (or `.safetensors` of the same keys) in segment-anything's own classes,
+    the variant read from the tensor shapes, in eval mode."""
+    from vadapters.models.real import sam_vit
+
+    path = os.fspath(path)
+    state = read_checkpoint(path, "SAM checkpoint")
+    if "image_encoder.patch_embed.proj.weight" not in state:
+        raise CheckpointError(
+            f"{path!r} is not a segment-anything checkpoint (no 'image_encoder.patch_embed.proj.weight' key); "
+            "expected sam_vit_b/l/h .pth files as released by Meta"
+        )
+    model = sam_vit(_variant_from_state_dict(state), device="meta")
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path!r} does not match segment-anything's SAM architecture: {exc}") from exc
+    # pixel_mean / pixel_std are non-persistent buffers (not in checkpoints): SAM's fixed ImageNet values.
+    model.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False)
+    model.register_buffer("pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1), False)
+    return model.eval()
+
+
+def load_sam(checkpoint: Any = None, device: str | torch.device | None = None, verify: bool = True) -> nn.Module:
+    """A segment-anything `Sam` from what a user has.
+
+    Args:
+        checkpoint: `None` (the embedded trained tiny SAM, `weights/tiny-sam`), a folder in that layout (or its
+            `sam_tiny.pth`), an official `sam_vit_{b,l,h}_*.pth` / `.safetensors` (segment-anything's own classes,
+            variant read from the tensor shapes, `torch.load(weights_only=True)`), or a `Sam` (returned as is).
+        device: where to put the model (default: leave it where it is / CPU).
+        verify: check the embedded default's hash against `weights/manifest.json`.
+
+    Example:
+        >>> type(load_sam()).__name__
+        'Sam'
     """
+    from vadapters.core.hosts.sam import is_sam
+
     if checkpoint is None or (isinstance(checkpoint, (str, os.PathLike)) and os.path.isdir(checkpoint)):
-        return load_default_sam(checkpoint, verify=verify)
-    if isinstance(checkpoint, (str, os.PathLike)):
+        model = load_default_sam(checkpoint, verify=verify)
+    elif is_sam(checkpoint):
+        model = checkpoint
+    elif isinstance(checkpoint, (str, os.PathLike)):
         path = pathlib.Path(checkpoint)
         if path.name == "sam_tiny.pth" and (path.parent / "config.json").is_file():
-            return load_default_sam(path.parent, verify=False)
-    from vadapters.core.hosts.sam import load_sam as load_official
-
-    return load_official(checkpoint)
+            model = load_default_sam(path.parent, verify=False)
+        else:
+            model = load_official_sam(path)
+    else:
+        raise BadInputError(
+            f"expected None, a SAM checkpoint path or a segment_anything Sam, got {type(checkpoint).__name__}"
+        )
+    return model.to(device) if device is not None else model

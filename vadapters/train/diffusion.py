@@ -33,7 +33,7 @@ from torch import nn
 
 from vadapters.core import hosts, inject, save_pretrained
 from vadapters.core.config import AdapterConfig
-from vadapters.core.io import _atomic_replace
+from vadapters.core.io import atomic_write
 from vadapters.core.registry import get_method
 from vadapters.errors import BadInputError
 from vadapters.train.buckets import BucketBatchSampler, parse_resolutions
@@ -281,7 +281,7 @@ class DiffusionAdapterRecipe:
         path = os.path.join(output_dir, "validation", f"step-{step}.png")
         buffer = io.BytesIO()
         Image.fromarray(grid).save(buffer, format="PNG")
-        _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
         return [path]
 
     def save(self, output_dir: str) -> list[str]:

@@ -349,8 +349,8 @@ def train_tiny_sam(
     }
     os.makedirs(output_dir, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in sam.state_dict().items()}
-    from vadapters.core.io import _atomic_replace
+    from vadapters.core.io import atomic_write
 
-    _atomic_replace(os.path.join(output_dir, "sam_tiny.pth"), lambda fh: torch.save(state, fh))
+    atomic_write(os.path.join(output_dir, "sam_tiny.pth"), lambda fh: torch.save(state, fh))
     atomic_write_text(os.path.join(output_dir, "config.json"), json.dumps(config, indent=2) + "\n")
     return {**metrics, "seconds": round(time.time() - start, 1)}

@@ -1,5 +1,8 @@
 """Seams of segment-anything's `Sam`: the ViT encoder's NHWC blocks, SAM's pre-processing and prompt-free decoding.
 
+Loading a SAM is not the host's job: `vadapters.models.load_sam` builds one; this module only reads seams of the
+model it is handed.
+
 Trap: `Sam.forward` and `SamPredictor` run under `torch.no_grad()`; training code must call
 `image_encoder`, `prompt_encoder` and `mask_decoder` directly (as `encode_images` / `decode_masks` do).
 
@@ -17,15 +20,13 @@ Example:
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vadapters.errors import BadInputError, CheckpointError
+from vadapters.errors import BadInputError
 
 
 def is_sam(module: Any) -> bool:
@@ -58,84 +59,6 @@ def sam_signature(sam: nn.Module) -> dict[str, Any]:
 def encoder_blocks(sam: nn.Module) -> nn.ModuleList:
     """The encoder's blocks; each takes and returns NHWC tokens `(B, H, W, C)`."""
     return sam.image_encoder.blocks
-
-
-# ------------------------------------------------------------------------------------------------------ loading
-def _default_sam() -> nn.Module:
-    import vadapters.models as models
-
-    loader = getattr(models, "load_default_sam", None)
-    if loader is not None:
-        try:
-            return loader()
-        except CheckpointError as exc:
-            if "no embedded default named" not in str(exc):
-                raise  # present but edited or truncated: never fall back silently
-            warnings.warn(f"{exc}; using the random-init tiny SAM instead", stacklevel=3)
-    return models.tiny_sam()
-
-
-def _variant_from_state_dict(state: dict[str, torch.Tensor]) -> str:
-    width = state["image_encoder.patch_embed.proj.weight"].shape[0]
-    variants = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
-    if width not in variants:
-        raise CheckpointError(f"SAM checkpoint has encoder width {width}; expected 768 (ViT-B), 1024 (L) or 1280 (H)")
-    return variants[width]
-
-
-def load_sam(sam: Any = None, device: str | torch.device | None = None) -> nn.Module:
-    """A segment-anything `Sam` from what a user has: `None` (the embedded tiny default), an official
-    `sam_vit_{b,l,h}_*.pth` checkpoint (built with segment-anything's own builders, read with
-    `torch.load(weights_only=True)`), a `.safetensors` file of the same keys, or a `Sam` object (returned as is).
-
-    Args:
-        sam: see above.
-        device: where to put the model (default: leave it where it is / CPU).
-
-    Example:
-        >>> type(load_sam()).__name__
-        'Sam'
-    """
-    if sam is None:
-        model = _default_sam()
-    elif is_sam(sam):
-        model = sam
-    elif isinstance(sam, (str, os.PathLike)):
-        path = os.fspath(sam)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"SAM checkpoint not found: {path!r} (hub downloads are not possible here)")
-        if path.endswith(".safetensors"):
-            from vadapters.core.io import load_tensors
-
-            state, _ = load_tensors(path)
-        else:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - report any unpickling refusal clearly
-                raise CheckpointError(
-                    f"{path!r} is not a plain SAM state dict (weights_only load failed: {exc})"
-                ) from exc
-        if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:
-            raise CheckpointError(
-                f"{path!r} is not a segment-anything checkpoint (no 'image_encoder.patch_embed.proj.weight' key); "
-                "expected sam_vit_b/l/h .pth files as released by Meta"
-            )
-        from vadapters.models import sam_vit
-
-        model = sam_vit(_variant_from_state_dict(state), device="meta")
-        try:
-            model.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path!r} does not match segment-anything's SAM architecture: {exc}") from exc
-        # pixel_mean / pixel_std are non-persistent buffers (not in checkpoints): SAM's fixed ImageNet values.
-        model.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False)
-        model.register_buffer("pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1), False)
-        model.eval()
-    else:
-        raise BadInputError(
-            f"expected None, a SAM checkpoint path or a segment_anything Sam, got {type(sam).__name__}"
-        )
-    return model.to(device) if device is not None else model
 
 
 # ---------------------------------------------------------------------------------------------- pre-processing

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from vadapters.core.io import load_tensors, sniff_format
+from vadapters.core.io import read_checkpoint
 from vadapters.errors import CheckpointError
 from vadapters.methods.i2v_adapter.config import I2VAdapterConfig
 
@@ -72,19 +72,9 @@ def to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of an official file: safetensors, or a PyTorch pickle read with `torch.load(weights_only=True)`
     (the official release is a `.pth`); a `{"state_dict": ...}` wrapper is unwrapped."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"I2V-Adapter checkpoint not found: {path!r}")
-    if sniff_format(path) == "safetensors":
-        return load_tensors(path)[0]
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign, truncated or unsafe files
-        raise CheckpointError(f"cannot read {path!r} as a state dict ({type(err).__name__}: {err})") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path!r} does not hold a flat state dict of tensors")
+    state = read_checkpoint(path, "I2V-Adapter checkpoint")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{os.fspath(path)!r} does not hold a flat state dict of tensors")
     return state
 
 

@@ -259,9 +259,9 @@ class I2VAdapterRecipe(DiffusionAdapterRecipe):
         buffer = io.BytesIO()
         Image.fromarray(_grid(rows)).save(buffer, format="PNG")
         path = os.path.join(output_dir, "validation", f"step-{step}.png")
-        from vadapters.core.io import _atomic_replace
+        from vadapters.core.io import atomic_write
 
-        _atomic_replace(path, lambda fh: fh.write(buffer.getvalue()))
+        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
         return [path]
 
 

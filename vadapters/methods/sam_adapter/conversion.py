@@ -149,20 +149,9 @@ def to_official_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.
 
 def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of an official checkpoint: a `.pth` (read with `torch.load(weights_only=True)`) or `.safetensors`."""
-    from vadapters.core.io import load_tensors, sniff_format
+    from vadapters.core.io import read_checkpoint
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path!r}")
-    if sniff_format(path) == "safetensors":
-        return load_tensors(path)[0]
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any refusal becomes a clear CheckpointError
-        raise CheckpointError(f"{path!r} could not be read with torch.load(weights_only=True): {exc}") from exc
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path!r} holds a {type(state).__name__}, not a state dict")
-    return _unwrap(state)
+    return _unwrap(read_checkpoint(path, "SAM-Adapter checkpoint"))
 
 
 def detect(path: str) -> bool:

@@ -43,7 +43,7 @@ class SAMAdapterInjector(BaseInjector):
         if not sam_host.is_sam(module):
             raise IncompatibleBaseError(
                 f"SAM-Adapter goes on a segment_anything Sam (image_encoder, prompt_encoder, mask_decoder); "
-                f"got {type(module).__name__}. Load one with vadapters.core.hosts.sam.load_sam(...)"
+                f"got {type(module).__name__}. Load one with vadapters.models.load_sam(...)"
             )
         encoder = module.image_encoder
         patch = getattr(encoder, "patch_embed", None)

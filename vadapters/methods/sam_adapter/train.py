@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vadapters.core.hosts.sam import decode_masks, load_sam
+from vadapters.core.hosts.sam import decode_masks
 from vadapters.errors import BadInputError
 from vadapters.methods.sam_adapter.config import SAMAdapterConfig
 from vadapters.methods.sam_adapter.data import (
@@ -33,6 +33,7 @@ from vadapters.methods.sam_adapter.data import (
     make_segmentation_source,
     split_indices,
 )
+from vadapters.models import load_sam
 
 LOSSES = ("iou", "bbce", "bce")
 MODES = ("adapter", "full")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vadapters.core import hosts
-from vadapters.core.io import load_tensors, sniff_format
+from vadapters.core.io import read_checkpoint, sniff_format
 from vadapters.core.layers import AdapterLayer
 from vadapters.errors import BadInputError, CheckpointError, IncompatibleBaseError
 from vadapters.methods.sara.config import SaRAConfig
@@ -33,10 +33,8 @@ def read_official(source: Any, allow_pickle: bool = False) -> tuple[dict[int, to
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise CheckpointError(f"official SaRA checkpoint not found: {path!r}")
-        if sniff_format(path) == "safetensors":
-            data: Any = load_tensors(path)[0]
-        elif allow_pickle:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+        if allow_pickle or sniff_format(path) == "safetensors":
+            data: Any = read_checkpoint(path, "official SaRA checkpoint")
         else:
             raise CheckpointError(
                 f"{path!r} is a pickle (upstream saves unet.pt with torch.save); vadapters does not unpickle on its "
