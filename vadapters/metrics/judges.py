@@ -89,6 +89,34 @@ def single_shape_batch(scenes: Any, indices: list[int], size: int = 32) -> dict[
     return {"image": torch.stack(images), "shape": torch.tensor(shape_ids), "colour": torch.tensor(colour_ids)}
 
 
+# The scene distributions a judge must read (issue 18: >= 98 % of ground truth on each). "large_flat" is what
+# tiny-sd is trained on; the others are what the benchmarks and the other worlds show.
+JUDGE_DISTRIBUTIONS: dict[str, dict[str, Any]] = {
+    "large_flat": {"background": "flat", "min_size": 0.4, "max_size": 0.7},
+    "large_textured": {"background": "texture", "min_size": 0.4, "max_size": 0.7},
+    "small_flat": {"background": "flat", "min_size": 0.2, "max_size": 0.45},
+    "small_mixed": {"background": "mixed", "min_size": 0.2, "max_size": 0.45},
+}
+
+
+def degrade(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random mild degradations of images in [-1, 1], per image: blur (resize down and up) and pixel noise.
+
+    What generated and VAE-decoded images show (soft edges, grain), so the judge reads shapes, not render details.
+    """
+    n, _, h, w = images.shape
+    out = images.clone()
+    pick = torch.rand(n, generator=generator)
+    soft = pick < 0.5
+    if soft.any():
+        scale = float(torch.empty(1).uniform_(0.5, 0.85, generator=generator))
+        small = F.interpolate(out[soft], scale_factor=scale, mode="bilinear", antialias=True)
+        out[soft] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    sigma = torch.rand(n, 1, 1, 1, generator=generator) * 0.08
+    out = out + sigma * torch.randn(out.shape, generator=generator)
+    return out.clamp(-1, 1)
+
+
 def train_shape_colour_judge(
     output_dir: str,
     *,
@@ -98,36 +126,69 @@ def train_shape_colour_judge(
     seed: int = 0,
     num_items: int = 40000,
     eval_items: int = 1000,
+    distributions: dict[str, dict[str, Any]] | None = None,
+    augment: bool = False,
+    width: int = 32,
 ) -> dict[str, Any]:
-    """Train the judge on single-shape ground-truth renders; returns held-out accuracies."""
+    """Train the judge on single-shape ground-truth renders; returns held-out accuracies.
+
+    With `distributions` (name -> `ShapeScenes` options, e.g. `JUDGE_DISTRIBUTIONS`) every batch mixes them equally
+    and the returned metrics hold one entry per distribution; `augment` applies `degrade` to half of each batch.
+    Without it, the v1 judge's data (`ShapeScenes` defaults).
+    """
     from vadapters.synthetic.scenes import ShapeScenes
 
-    train = ShapeScenes(num_items, seed=seed, min_shapes=1, max_shapes=1)
-    held_out = ShapeScenes(eval_items, seed=seed + 1000, min_shapes=1, max_shapes=1)
+    options = distributions or {"default": {}}
+    train = [
+        ShapeScenes(num_items, seed=seed + k, min_shapes=1, max_shapes=1, **o) for k, o in enumerate(options.values())
+    ]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        judge = ShapeColourJudge(len(train.shapes), len(train.colours))
+        judge = ShapeColourJudge(len(train[0].shapes), len(train[0].colours), width)
     opt = torch.optim.AdamW(judge.parameters(), lr=learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=steps)
     g = torch.Generator().manual_seed(seed)
     judge.train()
+    per = -(-batch_size // len(train))
     for _ in range(steps):
-        batch = single_shape_batch(train, torch.randint(0, num_items, (batch_size,), generator=g).tolist())
-        shape_logits, colour_logits = judge(batch["image"])
+        parts = [single_shape_batch(t, torch.randint(0, num_items, (per,), generator=g).tolist()) for t in train]
+        batch = {k: torch.cat([p[k] for p in parts]) for k in ("image", "shape", "colour")}
+        images = batch["image"]
+        if augment:
+            half = len(images) // 2
+            images = torch.cat([images[:half], degrade(images[half:], g)])
+        shape_logits, colour_logits = judge(images)
         loss = F.cross_entropy(shape_logits, batch["shape"]) + F.cross_entropy(colour_logits, batch["colour"])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    metrics = evaluate_judge(judge.eval(), held_out, list(range(eval_items)))
-    judge.save(output_dir, {"shapes": list(train.shapes), "colours": list(train.colours)}, metrics)
+    judge.eval()
+    if distributions is None:
+        held_out = ShapeScenes(eval_items, seed=seed + 1000, min_shapes=1, max_shapes=1)
+        metrics = evaluate_judge(judge, held_out, list(range(eval_items)))
+    else:
+        metrics = {
+            name: evaluate_judge(
+                judge,
+                ShapeScenes(eval_items, seed=seed + 1000, min_shapes=1, max_shapes=1, **o),
+                list(range(eval_items)),
+            )
+            for name, o in options.items()
+        }
+    judge.save(output_dir, {"shapes": list(train[0].shapes), "colours": list(train[0].colours)}, metrics)
     return metrics
 
 
 @torch.no_grad()
-def evaluate_judge(judge: ShapeColourJudge, scenes: Any, indices: list[int]) -> dict[str, float]:
+def evaluate_judge(
+    judge: ShapeColourJudge, scenes: Any, indices: list[int], transform: Any = None
+) -> dict[str, float]:
+    """Held-out accuracy of `judge` on single-shape `scenes`; `transform` (images -> images) is applied first,
+    e.g. a VAE round trip."""
     batch = single_shape_batch(scenes, indices)
-    shape_logits, colour_logits = judge(batch["image"])
+    images = batch["image"] if transform is None else transform(batch["image"])
+    shape_logits, colour_logits = judge(images)
     shape_ok = shape_logits.argmax(1) == batch["shape"]
     colour_ok = colour_logits.argmax(1) == batch["colour"]
     return {
@@ -150,11 +211,15 @@ def score_text_to_image(
     guidance_scale: float = 3.0,
     size: int = 32,
     batch_size: int = 32,
+    scene_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Generate from held-out single-shape captions and let the judge check shape and colour."""
+    """Generate from held-out single-shape captions and let the judge check shape and colour.
+
+    `scene_options` (`ShapeScenes` options) pick the caption distribution: the one the base was trained on.
+    """
     from vadapters.synthetic.scenes import ShapeScenes
 
-    scenes = ShapeScenes(n, seed=seed, min_shapes=1, max_shapes=1)
+    scenes = ShapeScenes(n, seed=seed, min_shapes=1, max_shapes=1, **(scene_options or {}))
     shapes, colours = judge_config["shapes"], judge_config["colours"]
     shape_ok = colour_ok = both_ok = 0
     for start in range(0, n, batch_size):
