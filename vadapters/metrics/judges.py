@@ -150,8 +150,14 @@ def train_shape_colour_judge(
     g = torch.Generator().manual_seed(seed)
     judge.train()
     per = -(-batch_size // len(train))
+    # v2 (several distributions): render each distribution's `num_items` once, then draw batches from memory
+    pools = [single_shape_batch(t, list(range(num_items))) for t in train] if distributions is not None else None
     for _ in range(steps):
-        parts = [single_shape_batch(t, torch.randint(0, num_items, (per,), generator=g).tolist()) for t in train]
+        draws = [torch.randint(0, num_items, (per,), generator=g) for _ in train]
+        if pools is None:
+            parts = [single_shape_batch(t, d.tolist()) for t, d in zip(train, draws)]
+        else:
+            parts = [{k: pool[k][d] for k in pool} for pool, d in zip(pools, draws)]
         batch = {k: torch.cat([p[k] for p in parts]) for k in ("image", "shape", "colour")}
         images = batch["image"]
         if augment:
