@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
             images = render_world(world, min(args.n, 512), args.seed, 32)
             entry["psnr_db"][world] = round(psnr(round_trip(vae, images), images), 2)
         for name, data in scenes.items():
-            acc = evaluate_judge(judge, data, indices, transform=lambda x: round_trip(vae, x))
+            acc = evaluate_judge(judge, data, indices, transform=lambda x, vae=vae: round_trip(vae, x))
             gt = result["judge"]["ground_truth"][name]
             entry["judge"][name] = acc
             entry["kept"][name] = {
