@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -33,6 +34,7 @@ from vadapters.methods.sam_adapter.data import (
     make_segmentation_source,
     split_indices,
 )
+from vadapters.methods.sam_adapter.lean import enable_lean_training
 from vadapters.models import load_sam
 
 LOSSES = ("iou", "bbce", "bce")
@@ -102,6 +104,8 @@ class SAMAdapterRecipe:
         adapter_name (`str`): the adapter's name.
         mode (`str`): `"adapter"` or `"full"`.
         hflip (`bool`): random horizontal flips.
+        lean: memory-lean training of the frozen encoder (`lean.LeanOptions`: `True`, a dict of its fields, or
+            `False`); mixed precision comes from `TrainingArguments.mixed_precision`.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class SAMAdapterRecipe:
         adapter_name: str = "sam_adapter",
         mode: str = "adapter",
         hflip: bool = True,
+        lean: Any = False,
     ) -> None:
         import vadapters
 
@@ -137,6 +142,8 @@ class SAMAdapterRecipe:
             sam.requires_grad_(True)
             self._params = list(sam.parameters())
         self._sam = sam
+        self.lean = enable_lean_training(sam, lean, self._params) if lean else None
+        self._autocast = contextlib.nullcontext
         self.validations: list[dict[str, Any]] = []
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -150,6 +157,7 @@ class SAMAdapterRecipe:
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
         self._sam = model
+        self._autocast = accelerator.autocast  # the forward runs outside model.forward, Accelerate's autocast
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -171,7 +179,8 @@ class SAMAdapterRecipe:
         tensors = self._flip(batch) if self.hflip else batch
         device = next(sam.parameters()).device
         pixels, target, valid = (tensors[k].to(device) for k in ("pixels", "mask", "valid"))
-        logits = predict_logits(sam, pixels)[:, 0]
+        with self._autocast():
+            logits = predict_logits(sam, pixels)[:, 0].float()
         if self.loss_fn is None:
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
             return (bce * valid).sum() / valid.sum().clamp_min(1)
