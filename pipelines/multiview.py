@@ -31,7 +31,13 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from vadapters.errors import AdapterStateError, BadInputError
 from vadapters.methods.mv_adapter.cameras import camera_maps, orbit_cameras
 from vadapters.methods.mv_adapter.condition import ENCODER_ATTRIBUTE, MVConditionEncoder
-from vadapters.methods.mv_adapter.model import RUNTIME_ATTRIBUTE, multiview_state, mv_processors, record_reference
+from vadapters.methods.mv_adapter.model import (
+    RUNTIME_ATTRIBUTE,
+    camera_convention,
+    multiview_state,
+    mv_processors,
+    record_reference,
+)
 
 __all__ = ["MultiViewPipeline", "MultiViewXLPipeline"]
 
@@ -65,13 +71,19 @@ class _MultiViewMixin:
         azimuths: Sequence[float] | None = None,
         elevations: float | Sequence[float] = 0.0,
         cameras: Sequence[Any] | None = None,
+        convention: str | None = None,
     ) -> torch.Tensor:
-        """Camera maps `[num_views, 6, height, width]` for an orbit rig (orthographic) or explicit cameras."""
+        """Camera maps `[num_views, 6, height, width]` for an orbit rig (orthographic) or explicit cameras.
+
+        `convention` (default: the loaded adapter's `camera_convention`) is the world frame of the code:
+        `"official"` for the released MV-Adapter checkpoints (z-up, azimuth - 90), `"vadapters"` (y-up) for
+        adapters trained with vadapters. Azimuths and elevations mean the same views in both.
+        """
         if cameras is None:
             if azimuths is None:
                 raise BadInputError("pass azimuths=[...] (with elevations) or cameras=[...] for the camera condition")
             cameras = orbit_cameras(azimuths, elevations)
-        return camera_maps(cameras, height, width)
+        return camera_maps(cameras, height, width, convention or camera_convention(self))
 
     @torch.no_grad()
     def _reference_cache(self, prompt: Any, image: torch.Tensor, objects: int, guidance_scale: float) -> dict:

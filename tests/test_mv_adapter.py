@@ -314,7 +314,7 @@ def test_official_layout_loads_strictly_into_real_size_unets(base):
         encoder = {"channels": [320, 640, 1280, 1280], "num_res_blocks": 2, "downscale_factor": 8}
         expected_mv, expected_encoder, processors = 49_574_080, 77_922_240, 16
     official = _official_state_dict(unet, encoder, use_ref=True)
-    config = conversion.infer_config(official, f"mvadapter_i2mv_{base}.safetensors")
+    config = conversion.infer_config(official)
     assert config.use_ref and config.condition_channels == 6 and config.condition_num_res_blocks == 2
     vadapters.inject(unet, config, adapter_name="official")
     ours = conversion.convert_official(official)

@@ -6,10 +6,21 @@ positive elevation looks down, OpenGL camera axes). Two kinds of map, both 6 cha
   direction `d`);
 - orthographic cameras: the official released models' **spatially constant** map `[view_dir, normalize(position)]`.
 
+Camera conventions (`convention=`): a map holds world-frame vectors, so the world frame is part of the code a
+model was trained on.
+- `"vadapters"` (default; what vadapters' own adapters are trained on): the y-up world above.
+- `"official"` (what the released MV-Adapter checkpoints were trained on): the official scripts' z-up world, where
+  a user's azimuth `a` is passed to the official `get_c2w` as `a - 90`. That is the same rig with world vectors
+  turned by `(x, y, z) -> (x, -z, y)`: azimuths 90 and 270 give the same code in both, 0 and 180 differ by 0.5,
+  45 and 315 by 0.354. An official checkpoint's `MVAdapterConfig.camera_convention` is `"official"`, and the
+  multi-view pipelines use the loaded adapter's convention.
+
 Example:
     >>> cams = orbit_cameras([0, 90, 180, 270], elevations=10.0, kind="perspective")
     >>> tuple(camera_maps(cams, 8, 12).shape)
     (4, 6, 8, 12)
+    >>> camera_maps(orbit_cameras([0.0]), 1, 1, convention="official")[0, :, 0, 0].tolist()
+    [0.5, 1.0, 0.5, 0.5, 0.0, 0.5]
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from vadapters.errors import BadInputError
 from vadapters.synthetic.multiview import DEFAULT_AZIMUTHS, OrthoCamera, ortho_cameras, raymap
 
 __all__ = [
+    "CONVENTIONS",
     "DEFAULT_AZIMUTHS",
     "SIX_VIEW_RIG",
     "OrthoCamera",
@@ -33,10 +45,41 @@ __all__ = [
     "orbit_cameras",
     "ortho_raymap",
     "plucker_raymap",
+    "to_convention",
 ]
 
 # The geometry-guided models' fixed 6-view order (front, right, back, left, top, bottom): (azimuth, elevation).
 SIX_VIEW_RIG = ((0.0, 0.0), (90.0, 0.0), (180.0, 0.0), (270.0, 0.0), (0.0, 89.99), (0.0, -89.99))
+CONVENTIONS = ("vadapters", "official")
+# vadapters' y-up world -> the official z-up world (a proper rotation, so cross products turn along with it).
+_TO_OFFICIAL_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise BadInputError(f"camera convention must be one of {CONVENTIONS}, got {convention!r}")
+
+
+def to_convention(maps: torch.Tensor, convention: str = "vadapters") -> torch.Tensor:
+    """Re-express camera maps `[..., 6, H, W]` in [0, 1] (vadapters' y-up world) in `convention`'s world.
+
+    Both 3-vectors of each map (direction and position or moment) are turned by the same rotation, then mapped
+    back to [0, 1] and clamped, as the official scripts do.
+
+    Example:
+        >>> front = camera_maps(orbit_cameras([0.0]), 1, 1)  # y-up: looks along -z
+        >>> front[0, :, 0, 0].tolist(), to_convention(front, "official")[0, :, 0, 0].tolist()
+        ([0.5, 0.5, 0.0, 0.5, 0.5, 1.0], [0.5, 1.0, 0.5, 0.5, 0.0, 0.5])
+    """
+    _check_convention(convention)
+    if convention == "vadapters":
+        return maps
+    if maps.shape[-3] != 6:
+        raise BadInputError(f"camera maps have 6 channels, got shape {tuple(maps.shape)}")
+    vectors = maps.double() * 2.0 - 1.0
+    turned = torch.from_numpy(_TO_OFFICIAL_WORLD).to(vectors)
+    parts = [torch.einsum("ij,...jhw->...ihw", turned, v) for v in vectors.split(3, dim=-3)]
+    return ((torch.cat(parts, dim=-3) + 1.0) / 2.0).clamp(0.0, 1.0).to(maps.dtype)
 
 
 @dataclass(frozen=True)
@@ -123,8 +166,22 @@ def plucker_raymap(camera: PerspectiveCamera, height: int, width: int, unit_rang
     return (out + 1.0) / 2.0 if unit_range else out
 
 
-def camera_maps(cameras: Sequence[OrthoCamera | PerspectiveCamera], height: int, width: int) -> torch.Tensor:
-    """Stack the camera map of each view: `[num_views, 6, H, W]` in [0, 1], the condition-encoder input."""
+def camera_maps(
+    cameras: Sequence[OrthoCamera | PerspectiveCamera], height: int, width: int, convention: str = "vadapters"
+) -> torch.Tensor:
+    """Stack the camera map of each view: `[num_views, 6, H, W]` in [0, 1], the condition-encoder input.
+
+    Args:
+        cameras: `OrthoCamera` / `PerspectiveCamera` objects (vadapters' azimuth and elevation conventions).
+        convention (`str`): the world frame of the code: `"vadapters"` (y-up, vadapters' own adapters) or
+            `"official"` (the released MV-Adapter checkpoints: z-up, azimuth - 90). See the module docstring.
+
+    Example:
+        >>> maps = camera_maps(orbit_cameras([90.0, 270.0]), 2, 2)
+        >>> torch.equal(maps, camera_maps(orbit_cameras([90.0, 270.0]), 2, 2, convention="official"))
+        True
+    """
+    _check_convention(convention)
     maps = []
     for cam in cameras:
         if isinstance(cam, OrthoCamera):
@@ -133,4 +190,4 @@ def camera_maps(cameras: Sequence[OrthoCamera | PerspectiveCamera], height: int,
             maps.append(plucker_raymap(cam, height, width))
         else:
             raise BadInputError(f"expected OrthoCamera or PerspectiveCamera, got {type(cam).__name__}")
-    return torch.stack(maps)
+    return to_convention(torch.stack(maps), convention)

@@ -9,6 +9,7 @@ from vadapters.core.config import AdapterConfig
 
 TOPOLOGIES = ("row", "rowcol6", "full")
 ENCODER_TYPES = ("full_adapter", "full_adapter_xl")
+CAMERA_CONVENTIONS = ("vadapters", "official")
 
 
 @dataclass
@@ -36,6 +37,9 @@ class MVAdapterConfig(AdapterConfig):
             `full_adapter` (8 for real SD), 16 for the official SDXL encoder.
         condition_num_res_blocks (`int`, optional): residual blocks per encoder level; `None` uses the UNet's
             `layers_per_block`.
+        camera_convention (`str`): the world frame of the camera maps the encoder was trained on: `"vadapters"`
+            (y-up; vadapters' own adapters) or `"official"` (z-up with azimuth - 90, the released MV-Adapter
+            checkpoints; set when an official file is loaded). The pipelines build camera maps in it.
 
     Example:
         >>> cfg = MVAdapterConfig(num_views=4, topology="full")
@@ -59,6 +63,10 @@ class MVAdapterConfig(AdapterConfig):
     )
     condition_num_res_blocks: int | None = field(
         default=None, metadata={"help": "Residual blocks per encoder level; None = UNet layers_per_block."}
+    )
+    camera_convention: str = field(
+        default="vadapters",
+        metadata={"help": "Camera-map world frame: 'vadapters' (y-up) or 'official' (z-up, azimuth - 90)."},
     )
 
     def validate(self) -> None:
@@ -88,4 +96,8 @@ class MVAdapterConfig(AdapterConfig):
             self.condition_num_res_blocks is None
             or (isinstance(self.condition_num_res_blocks, int) and self.condition_num_res_blocks >= 1),
             f"condition_num_res_blocks must be None or an int >= 1, got {self.condition_num_res_blocks!r}",
+        )
+        self._require(
+            self.camera_convention in CAMERA_CONVENTIONS,
+            f"camera_convention must be one of {CAMERA_CONVENTIONS}, got {self.camera_convention!r}",
         )

@@ -8,6 +8,16 @@ flat safetensors file holding
   vadapters keeps it under `mv_condition_encoder.cond_encoder.`.
 Upstream loads both with `strict=False`; here every key must map, and `vadapters.load` then checks strictly that
 nothing is missing or unexpected on the target UNet.
+
+What the config is read from (the file's content, never its name):
+- `use_ref` and the condition encoder (type, downscale factor, residual blocks) from the tensors;
+- the camera convention: always `"official"` (z-up, azimuth - 90), the world frame the released models were
+  trained on;
+- the attention topology from the file's metadata key `mv_adapter_topology` (written by `save_official`),
+  else `"row"`. The official files do not record it: row and row + column models hold the same tensors (in the
+  official code the topology is the attention-processor class the script picks). The geometry-guided releases
+  (`ig2mv`, `tg2mv`) run with row + column attention in the official scripts, so load them with
+  `vadapters.load(pipe, path, topology="rowcol6")`.
 """
 
 from __future__ import annotations
@@ -21,9 +31,10 @@ import torch
 from vadapters.core.io import load_tensors
 from vadapters.errors import CheckpointError
 from vadapters.methods.mv_adapter.condition import ENCODER_ATTRIBUTE
-from vadapters.methods.mv_adapter.config import MVAdapterConfig
+from vadapters.methods.mv_adapter.config import TOPOLOGIES, MVAdapterConfig
 
 ENCODER_PREFIX = f"{ENCODER_ATTRIBUTE}.cond_encoder."
+TOPOLOGY_METADATA = "mv_adapter_topology"
 _PROC_KEY = re.compile(
     r"^(?:down_blocks\.\d+|mid_block|up_blocks\.\d+)\.attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor\."
     r"(?:to_[qkv]_(?:mv|ref)\.weight|to_out_(?:mv|ref)\.0\.(?:weight|bias))$"
@@ -70,14 +81,25 @@ def to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def infer_config(state_dict: dict[str, torch.Tensor], name: str = "") -> MVAdapterConfig:
-    """Config of an official file from its tensors (and file name for the geometry models' row+column scheme).
+def infer_config(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> MVAdapterConfig:
+    """Config of an official file from its tensors and metadata (see the module docstring; never the file name).
 
     The official encoders take 6-channel maps; the downscale factor follows from `conv_in` (6 * f^2 inputs):
     8 is the SD 2.1 `full_adapter`, 16 the SDXL `full_adapter_xl`.
+
+    Example:
+        >>> sd = {"mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_ref.weight": torch.zeros(2, 2)}
+        >>> cfg = infer_config(sd)
+        >>> cfg.use_ref, cfg.topology, cfg.camera_convention
+        (True, 'row', 'official')
+        >>> infer_config(sd, {"mv_adapter_topology": "rowcol6"}).topology
+        'rowcol6'
     """
     use_ref = any("_ref." in k for k in state_dict)
-    kwargs: dict = {"num_views": 6, "use_ref": use_ref, "topology": "rowcol6" if "g2mv" in name else "row"}
+    topology = (metadata or {}).get(TOPOLOGY_METADATA, "row")
+    if topology not in TOPOLOGIES:
+        raise CheckpointError(f"metadata {TOPOLOGY_METADATA}={topology!r} is not one of {TOPOLOGIES}")
+    kwargs: dict = {"num_views": 6, "use_ref": use_ref, "topology": topology, "camera_convention": "official"}
     conv_in = state_dict.get("adapter.conv_in.weight")
     if conv_in is not None:
         factor = math.isqrt(int(conv_in.shape[1]) // 6)
@@ -117,5 +139,25 @@ def detect(path: str) -> bool:
 
 def convert(path: str) -> tuple[MVAdapterConfig, dict[str, torch.Tensor]]:
     """Read an official MV-Adapter file into (config, vadapters state dict)."""
-    tensors, _ = load_tensors(path)
-    return infer_config(tensors, os.path.basename(path)), convert_official(tensors)
+    tensors, metadata = load_tensors(path)
+    return infer_config(tensors, metadata), convert_official(tensors)
+
+
+def save_official(path: str, state_dict: dict[str, torch.Tensor], topology: str = "row") -> str:
+    """Write a vadapters MV-Adapter state dict as an official-layout file (the official loader reads it as is)
+    that records its attention topology in the metadata, so `vadapters.load` restores it under any file name.
+
+    Example:
+        >>> import os, tempfile
+        >>> sd = {"mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_mv.weight": torch.ones(2, 2)}
+        >>> path = save_official(os.path.join(tempfile.mkdtemp(), "renamed.safetensors"), sd, "rowcol6")
+        >>> convert(path)[0].topology
+        'rowcol6'
+    """
+    from safetensors.torch import save_file
+
+    if topology not in TOPOLOGIES:
+        raise CheckpointError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
+    tensors = {k: v.detach().contiguous() for k, v in to_official(state_dict).items()}
+    save_file(tensors, path, metadata={"format": "pt", TOPOLOGY_METADATA: topology})
+    return path

@@ -13,6 +13,7 @@ from vadapters.core import hosts
 from vadapters.core.hosts import diffusers as diffusers_host
 from vadapters.core.injector import BaseInjector
 from vadapters.core.processors import wrap_processors
+from vadapters.core.state import get_state
 from vadapters.errors import AdapterStateError, BadInputError, IncompatibleBaseError
 from vadapters.methods.mv_adapter.condition import (
     ENCODER_ATTRIBUTE,
@@ -95,6 +96,31 @@ def _unet_of(host: Any) -> nn.Module:
     if getattr(unet, RUNTIME_ATTRIBUTE, None) is None:
         raise AdapterStateError("no MV-Adapter on this host; inject or load one first")
     return unet
+
+
+def camera_convention(host: Any) -> str:
+    """The camera-map convention of the active MV-Adapter(s) on `host` (`"vadapters"` or `"official"`).
+
+    Official checkpoints are loaded with `"official"`; vadapters' own adapters default to `"vadapters"`.
+    Active adapters that disagree raise `BadInputError` (their camera codes cannot be fed at once).
+
+    Example:
+        >>> import vadapters
+        >>> from vadapters.models import tiny_unet, tiny_unet_config
+        >>> unet = vadapters.inject(tiny_unet(tiny_unet_config()), MVAdapterConfig(num_views=4))
+        >>> camera_convention(unet)
+        'vadapters'
+    """
+    unet = _unet_of(host)
+    state = get_state(unet)
+    records = [state.adapters[n] for n in state.active if n in state.adapters] if state is not None else []
+    found = {r.config.camera_convention for r in records if r.method == "mv_adapter"}
+    if len(found) > 1:
+        raise BadInputError(
+            f"the active MV-Adapters were trained on different camera conventions {sorted(found)}; activate one "
+            "(vadapters.set_adapters) or pass the camera maps yourself (control_image=...)"
+        )
+    return found.pop() if found else "vadapters"
 
 
 @contextlib.contextmanager
