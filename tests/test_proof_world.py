@@ -99,3 +99,28 @@ def test_judge_v2_trains_on_several_distributions_with_degradations(tmp_path):
     assert set(metrics) == {"a", "b"} and all(m["n"] == 8 for m in metrics.values())
     judge, config = ShapeColourJudge.load(str(tmp_path / "judge"))
     assert set(config["metrics"]) == {"a", "b"}
+
+
+def test_tiny_sd_v2_pipeline_runs_on_the_tiny_clip_text_tower(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from vadapters.errors import CheckpointError
+    from vadapters.models import tiny_vae
+    from vadapters.models.clip import TINY_CLIP_CONFIG, text_encoder_from_open_clip, tiny_clip
+    from vadapters.train.base_world import load_tiny_clip, tiny_sd_v2_pipeline
+
+    model = tiny_clip(seed=2)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors")
+    )
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
+    loaded = load_tiny_clip(str(tmp_path))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    pipe = tiny_sd_v2_pipeline(tiny_vae(0), text_encoder_from_open_clip(loaded), scheduler="ddim")
+    assert pipe.unet.config.cross_attention_dim == 64
+    image = pipe("a red cone", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert image.shape == (1, 32, 32, 3)
+    with pytest.raises(CheckpointError):
+        load_tiny_clip(str(tmp_path / "missing"))
