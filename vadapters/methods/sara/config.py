@@ -44,6 +44,16 @@ class SaRAConfig(AdapterConfig):
     Exactly one of the two may be set. `rule="random"` picks the same number of entries uniformly at random
     instead (an ablation baseline).
 
+    Nuclear norm (`lambda_rank`, `rank_target`): which matrix is penalised differs between the two codes.
+    - `rank_target="update"` (vadapters' default) penalises the sparse update `||W' - W_base||_*` (the trained
+      values minus the base at the selected entries, zero elsewhere): it keeps the change low-rank, as the paper
+      describes, and is 0 for a fresh adapter.
+    - `rank_target="weights"` penalises the masked weights `||W' * M||_*` (the selected entries' current values,
+      zero elsewhere): what the official `optim/adamw2.py` (`--disable_ub`) computes; it includes the base's
+      small entries, so it is not 0 at the start.
+    The official default optimizer (`optim/adamw.py`, "UB") computes the weights' term on the original parameter
+    objects, which its sparse step never reads: there the term has no effect.
+
     Fields set by `inject` (like `base_signature`): `realised_threshold` (the threshold used, also in quantile
     mode), `selection` (selected count per tensor, so loading never depends on re-deriving the mask from a base
     that was cast to another dtype) and `base_fingerprint` (probe values of the base; loading onto another base
@@ -81,7 +91,10 @@ class SaRAConfig(AdapterConfig):
     )
     rank_target: str = field(
         default="update",
-        metadata={"help": "Penalise the nuclear norm of the sparse 'update' (default) or the masked 'weights'."},
+        metadata={
+            "help": "Nuclear norm of the sparse 'update' W'-W (default) or of the masked 'weights' W'*M (the "
+            "official adamw2 optimizer's term)."
+        },
     )
     rank_min_dim: int = field(
         default=64,

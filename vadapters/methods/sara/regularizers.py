@@ -1,9 +1,12 @@
 """SaRA's nuclear-norm low-rank regulariser, computed through the trainable values so its gradient reaches them.
 
-Upstream adds `lambda * ||W * M||_*` by backpropagating into the original weight objects, which its optimizer
-never updates: the term is a no-op there. Here the sparse update `dW` (or the masked weights, with
-`rank_target="weights"`) is rebuilt from `values` with the same scatter the forward uses, so autograd carries
-the gradient to `values`.
+What is penalised (`rank_target`, see `SaRAConfig`):
+- `"update"` (default): `||dW||_*` of the sparse update `dW` (values minus base at the selected entries);
+- `"weights"`: `||W * M||_*` of the masked weights (the selected entries' current values, zero elsewhere), the
+  term the official `optim/adamw2.py` adds. The official default optimizer (`optim/adamw.py`) adds the same term
+  to the original weight objects, which its sparse step never reads: a no-op there.
+Either matrix is rebuilt from `values` with the same scatter the forward uses, so autograd carries the gradient
+to `values`.
 
 Example:
     >>> import torch, vadapters
