@@ -11,6 +11,8 @@ state, and calls the parent `__call__`, so diffusers' conventions hold (`generat
   degraded copy of the first frame (`prior_mask_prob`, `prior_blur_sigma`, `prior_blur_kernel`); `"auto"` is the
   official strength, sqrt(alpha_bar) of the first sampling timestep. See `vadapters.methods.i2v_adapter.sampling`.
 - `color_match`: match each decoded frame's CIELAB a/b histograms to frame 0 (official post-process; off).
+  `True` converts the RGB frames correctly; `"official"` reproduces the official script, which converts them as
+  if they were BGR (see `vadapters.methods.i2v_adapter.sampling`).
 - `i2v_scale`: scale of the adapter's first-frame branch for this call.
 
 Without an I2V-Adapter on the UNet the pipeline still works: the base text-to-video model with frame 0 clamped
@@ -93,7 +95,7 @@ def load_video_pipeline(pipeline: Any = None) -> Any:
 
 class _CallState:
     def __init__(self, first: torch.Tensor, keep: bool, strength: Any, mask_prob: float, sigma: float, kernel: int,
-                 color_match: bool, generator: Any) -> None:  # fmt: skip
+                 color_match: bool | str, generator: Any) -> None:  # fmt: skip
         self.first, self.keep, self.strength = first, keep, strength
         self.mask_prob, self.sigma, self.kernel = mask_prob, sigma, kernel
         self.color_match, self.generator = color_match, generator
@@ -160,7 +162,8 @@ class I2VPipeline(AnimateDiffPipeline):
         video = super().decode_latents(latents, decode_chunk_size)
         state = self._i2v_call
         if state is not None and state.color_match:
-            video = color_match_frames(((video + 1) / 2).clamp(0, 1)) * 2 - 1
+            swap = state.color_match == "official"
+            video = color_match_frames(((video + 1) / 2).clamp(0, 1), official_channel_swap=swap) * 2 - 1
         return video
 
     def _clean_first_frame_hook(self, module, args, kwargs):
@@ -184,7 +187,7 @@ class I2VPipeline(AnimateDiffPipeline):
         prior_mask_prob: float = 0.5,
         prior_blur_sigma: float = 18.0,
         prior_blur_kernel: int = 9,
-        color_match: bool = False,
+        color_match: bool | str = False,
         i2v_scale: float = 1.0,
         callback_on_step_end: Any = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -198,7 +201,8 @@ class I2VPipeline(AnimateDiffPipeline):
             prior_strength: Frame Similarity Prior: None (off), `"auto"` (official: sqrt(alpha_bar) of the first
                 timestep) or a share in [0, 1) of the degraded first frame in the initial latents.
             prior_mask_prob, prior_blur_sigma, prior_blur_kernel: the prior's degradation (official 0.5, 18, 9).
-            color_match: histogram-match each frame's a/b channels to frame 0 after decoding.
+            color_match: histogram-match each frame's a/b channels to frame 0 after decoding: False (off), True
+                (correct RGB conversion) or `"official"` (the official script's conversion of RGB as BGR).
             i2v_scale: scale of the I2V-Adapter branch (0 turns it off exactly).
         """
         if (prior_strength is not None and prior_strength != "auto") and (
@@ -207,6 +211,8 @@ class I2VPipeline(AnimateDiffPipeline):
             raise BadInputError(f"prior_strength must be None, 'auto' or a number in [0, 1), got {prior_strength!r}")
         if not isinstance(num_frames, int) or num_frames < 1:
             raise BadInputError(f"num_frames must be a positive int, got {num_frames!r}")
+        if color_match not in (False, True, "official"):
+            raise BadInputError(f"color_match must be False, True or 'official', got {color_match!r}")
         default = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or default, width or default
         batch = len(prompt) if isinstance(prompt, list) else 1

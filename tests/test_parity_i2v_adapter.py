@@ -95,3 +95,68 @@ def test_frame_similarity_prior_matches_official(fixture, tol):
     latents[:, :, 0] = first
     assert max_abs(latents, expected["initial_latents"]) <= tol
     assert max_abs(latents[:, :, 1:], fsp["noise"][:, :, 1:]) > 1e-2  # the prior is visible: the check can fail
+
+
+def _opencv_color_match(video: torch.Tensor, to_lab: int, from_lab: int) -> torch.Tensor:
+    """An 8-bit OpenCV colour match of `(3, F, H, W)` frames to frame 0 (a/b histograms; scikit-image's matcher),
+    with the given conversion pair: the official post-process uses BGR2LAB / LAB2BGR on RGB frames."""
+    import cv2
+    import numpy as np
+    from skimage.exposure import match_histograms
+
+    frames = [(f.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for f in video.unbind(1)]
+    reference = cv2.cvtColor(frames[0], to_lab)
+    out = [torch.from_numpy(frames[0] / 255.0)]
+    for frame in frames[1:]:
+        lab = cv2.cvtColor(frame, to_lab)
+        for c in (1, 2):
+            lab[..., c] = match_histograms(lab[..., c], reference[..., c]).astype(np.uint8)
+        out.append(torch.from_numpy(cv2.cvtColor(lab, from_lab) / 255.0))
+    return torch.stack([o.permute(2, 0, 1) for o in out], 1).float()
+
+
+def test_color_match_default_is_correct_and_official_flag_reproduces_the_official_conversion():
+    """Colour matching is not in the fixture: it is checked against OpenCV. The default converts RGB correctly;
+    `official_channel_swap=True` reproduces the official RGB-into-BGR2LAB conversion (to 8-bit rounding)."""
+    import cv2
+
+    from vadapters.methods.i2v_adapter.sampling import color_match_frames
+
+    g = torch.Generator().manual_seed(0)
+    frame = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 24, 32, generator=g), 3, 1, 1)[0]
+    video = frame[:, None].repeat(1, 4, 1, 1)
+    video[0, 1:] *= 0.7  # later frames lose red and gain blue
+    video[2, 2:] = video[2, 2:] * 0.8 + 0.15
+    video = video.clamp(0, 1)
+    correct = _opencv_color_match(video, cv2.COLOR_RGB2LAB, cv2.COLOR_LAB2RGB)
+    official = _opencv_color_match(video, cv2.COLOR_BGR2LAB, cv2.COLOR_LAB2BGR)
+    ours = color_match_frames(video[None])[0]
+    compat = color_match_frames(video[None], official_channel_swap=True)[0]
+
+    def mean_gap(a, b):
+        return float((a - b)[:, 1:].abs().mean())
+
+    assert mean_gap(ours, correct) < 0.2 * mean_gap(ours, official)
+    assert mean_gap(compat, official) < 0.2 * mean_gap(compat, correct)
+    assert mean_gap(compat, official) < 0.01 and max_abs(compat, official) < 0.05
+    assert max_abs(ours, compat) > 0.1  # the two conversions really differ on this video
+
+
+def test_pipeline_color_match_modes():
+    from vadapters.errors import BadInputError
+    from vadapters.methods.i2v_adapter.sampling import color_match_frames
+    from vadapters.models import tiny_animatediff_pipeline
+    from vadapters.pipelines.image2video import I2VPipeline
+
+    pipe = I2VPipeline.from_pipe(tiny_animatediff_pipeline())
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    call = {"image": image, "num_frames": 3, "height": 16, "width": 16, "num_inference_steps": 2, "output_type": "pt"}
+    videos = {}
+    for mode in (False, True, "official"):
+        out = pipe("a red square", generator=torch.Generator().manual_seed(1), color_match=mode, **call)
+        videos[mode] = out.frames.permute(0, 2, 1, 3, 4)  # (batch, 3, frames, h, w) in [0, 1]
+    plain = videos[False]
+    assert max_abs(videos[True], color_match_frames(plain)) <= 1e-5
+    assert max_abs(videos["official"], color_match_frames(plain, official_channel_swap=True)) <= 1e-5
+    with pytest.raises(BadInputError, match="color_match"):
+        pipe("a red square", color_match="bgr", **call)

@@ -8,6 +8,11 @@ timestep (about 0.05 for 25 DDIM steps), `mask_prob` 0.5, sigma 18, kernel 9; hi
 less moving videos.
 
 Colour matching (official post-process): the a/b channels (CIELAB) of each frame are histogram-matched to frame 0.
+Here the frames are converted from RGB, as they are. The official script hands its RGB frames to OpenCV's
+BGR-to-LAB conversion (and back with LAB-to-BGR), so it matches the histograms of channels computed with red and
+blue swapped: on a tinted test video its frames differ from the correct conversion's by up to 0.24 (in [0, 1]).
+`color_match_frames(..., official_channel_swap=True)` (the pipelines' `color_match="official"`) reproduces that
+for compatibility; it works in float, where the official rounds to 8 bits (they differ by 0.004 on average).
 """
 
 from __future__ import annotations
@@ -167,8 +172,13 @@ def _match_histogram(source: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     return out.view_as(source)
 
 
-def color_match_frames(video: torch.Tensor) -> torch.Tensor:
-    """Match the CIELAB a/b histograms of every frame to frame 0. `video`: `(B, 3, F, H, W)` in [0, 1].
+def color_match_frames(video: torch.Tensor, official_channel_swap: bool = False) -> torch.Tensor:
+    """Match the CIELAB a/b histograms of every frame to frame 0. `video`: `(B, 3, F, H, W)` RGB in [0, 1].
+
+    Args:
+        official_channel_swap (`bool`): compatibility with the official post-process, which converts its RGB
+            frames as if they were BGR (red and blue swapped in the colour conversion; see the module docstring).
+            Off by default: the correct conversion.
 
     Example:
         >>> v = torch.rand(1, 3, 2, 8, 8)
@@ -176,9 +186,14 @@ def color_match_frames(video: torch.Tensor) -> torch.Tensor:
         >>> out = color_match_frames(v)
         >>> torch.allclose(out[:, :, 0], v[:, :, 0], atol=1e-4)  # frame 0 kept
         True
+        >>> swapped = color_match_frames(v.flip(1)).flip(1)  # what the official channel mix-up computes
+        >>> torch.equal(color_match_frames(v, official_channel_swap=True), swapped)
+        True
     """
     if video.ndim != 5 or video.shape[1] != 3:
         raise BadInputError(f"expected a video (batch, 3, frames, H, W) in [0, 1], got {tuple(video.shape)}")
+    if official_channel_swap:
+        return color_match_frames(video.flip(1)).flip(1)
     out = video.clone()
     for b in range(video.shape[0]):
         frames = video[b].permute(1, 0, 2, 3).double()  # (F, 3, H, W)
