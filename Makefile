@@ -12,6 +12,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# pysodmetrics (test oracle): --no-deps, its metadata caps numpy and scikit-image below our pins (pyproject.toml)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt pysodmetrics
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,8 +1,8 @@
 """Saliency / shadow / polyp metrics against an independent, deliberately naive reference written here from the
 published formulas (Fan et al. 2017 S-measure, Fan et al. 2018 E-measure, Margolin et al. 2014 weighted F).
 
-`pysodmetrics` cannot be installed in the pinned environment (it conflicts with scikit-image 0.26), so the
-oracle below recomputes every quantity pixel by pixel and threshold by threshold instead of with histograms.
+The oracle below recomputes every quantity pixel by pixel and threshold by threshold instead of with histograms.
+The field's reference implementation, `pysodmetrics`, is the oracle of `tests/test_saliency_pysodmetrics.py`.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def ref_s_measure(pred, gt, alpha=0.5):
             if n == 0:
                 continue
             mp, mg = p.mean(), g.mean()
-            cov = np.dot(p - mp, g - mg) / (n - 1)
-            vp, vg = np.dot(p - mp, p - mp) / (n - 1), np.dot(g - mg, g - mg) / (n - 1)
+            cov = np.dot(p - mp, g - mg) / (n - 1 + EPS)
+            vp, vg = np.dot(p - mp, p - mp) / (n - 1 + EPS), np.dot(g - mg, g - mg) / (n - 1 + EPS)
             num, den = 4 * mp * mg * cov, (mp**2 + mg**2) * (vp + vg)
             q = num / (den + EPS) if num != 0 else (1.0 if den == 0 else 0.0)
             score += n / (h * w) * q

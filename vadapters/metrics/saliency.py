@@ -1,8 +1,10 @@
 """Binary-segmentation metrics with the exact definitions of the camouflage / shadow / polyp literature.
 
 * S-measure (Fan et al., ICCV 2017), mean E-measure (Fan et al., IJCAI 2018), weighted F-measure (Margolin et al.,
-  CVPR 2014) and MAE, computed as in the MATLAB reference code and PySODMetrics: the prediction is min-max
-  normalised per image (`mapminmax`) and the ground truth binarised;
+  CVPR 2014) and MAE, computed as in the MATLAB reference code and PySODMetrics (the field's reference, the
+  tests' oracle; they agree to 1e-12): the prediction is min-max normalised per image (`mapminmax`) and the
+  ground truth binarised. One documented difference: where the foreground centroid falls on the last row or
+  column, a region of the S-measure is empty and the reference returns NaN; here that empty region counts 0;
 * BER for shadows, per image (as SAM-Adapter's code) or accumulated over the dataset (as usual), in percent;
 * Dice and IoU at a 0.5 threshold (polyp convention), averaged per image.
 
@@ -82,13 +84,16 @@ def _object_score(values: np.ndarray) -> float:
 
 
 def _ssim(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The region SSIM of the reference code (MATLAB and PySODMetrics): `n - 1 + eps` denominators, so a one-pixel
+    region scores 1 (no variance, no covariance). An empty region, whose weight is 0, scores 0 here; in the
+    reference its NaN mean turns the whole S-measure into NaN (foreground centroid on the last row or column)."""
     n = pred.size
-    if n <= 1:
+    if n == 0:
         return 0.0
     x, y = pred.mean(), gt.mean()
-    sx = ((pred - x) ** 2).sum() / (n - 1)
-    sy = ((gt - y) ** 2).sum() / (n - 1)
-    sxy = ((pred - x) * (gt - y)).sum() / (n - 1)
+    sx = ((pred - x) ** 2).sum() / (n - 1 + EPS)
+    sy = ((gt - y) ** 2).sum() / (n - 1 + EPS)
+    sxy = ((pred - x) * (gt - y)).sum() / (n - 1 + EPS)
     alpha = 4.0 * x * y * sxy
     beta = (x * x + y * y) * (sx + sy)
     if alpha != 0:
