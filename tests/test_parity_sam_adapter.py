@@ -62,6 +62,34 @@ def test_official_checkpoint_gives_official_encoder_output(fixture, tmp_path):
     assert max_abs(out, fixture["outputs/plain"]) > 1.0  # the adapter moves the output: the check can fail
 
 
+def test_per_block_prompts_match_official(fixture, tmp_path):
+    """Intermediate: prompt i is what the adapter adds to the input of block i (block input minus the previous
+    block's output, or minus the patch + position embedding for block 0), as the official `get_prompt` output."""
+    sam = _sam(fixture)
+    vadapters.load(sam, write_official(fixture.group("official_ckpt/"), tmp_path / "official.safetensors"))
+    encoder, inputs, outputs = sam.image_encoder, {}, {}
+    hooks = [
+        b.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0]))
+        for i, b in enumerate(encoder.blocks)
+    ]
+    hooks += [
+        b.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o)) for i, b in enumerate(encoder.blocks)
+    ]
+    images = fixture["inputs/images"]
+    try:
+        with torch.no_grad():
+            encoder(images)
+            embedded = encoder.patch_embed(images) + encoder.pos_embed
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for i in range(len(encoder.blocks)):
+        prompt = inputs[i] - (embedded if i == 0 else outputs[i - 1])
+        official = fixture[f"outputs/prompts/{i}"]
+        assert max_abs(prompt.reshape(official.shape), official) <= fixture.spec["tolerance"]["encoder_output"], i
+        assert float(official.abs().max()) > 0.1
+
+
 def test_default_token_layout_differs_from_official_by_design(fixture, tmp_path):
     """vadapters' default (correct) token layout is a documented deviation: it must not reach the official output."""
     sam = _sam(fixture)
