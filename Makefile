@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint format lock clean
+.PHONY: venv demo test test-all lint imports format lock clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,16 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The import contract (pyproject.toml [tool.importlinter], the layers of docs/architecture.md). pipelines/ and apps/
+# install as vadapters.pipelines / vadapters.apps, so the check reads a copy laid out as installed.
+imports: $(STAMP)
+	rm -rf build/imports && mkdir -p build/imports
+	cp -r vadapters build/imports/vadapters
+	cp -r pipelines build/imports/vadapters/pipelines
+	cp -r apps build/imports/vadapters/apps
+	cp -r weights/__init__.py build/imports/vadapters/weights.py
+	cd build/imports && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../pyproject.toml --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -1,8 +1,7 @@
 """Background training jobs for vadapters studio: progress, loss history, and a Stop that keeps a checkpoint.
 
-A job runs one of the library's training functions (`vadapters.train.train_adapter`, SAM-Adapter's
-`train_sam_adapter`) in a thread, inside `vadapters.train.trainer.observe_steps`: each optimizer step is recorded
-(step, loss, lr, seconds), and when Stop was asked the observer raises `KeyboardInterrupt`, which the trainer
+A job runs the library's training function (`vadapters.train.train_adapter`, for every method) in a thread,
+inside `vadapters.train.trainer.observe_steps`: each optimizer step is recorded (step, loss, lr, seconds), and when Stop was asked the observer raises `KeyboardInterrupt`, which the trainer
 handles as Ctrl-C (it saves the checkpoint of the last finished step). The job then writes the adapter from that
 checkpoint by calling the same training function with `steps=<that step>, resume=True` (no further step runs),
 so a stopped run still leaves an adapter the Generate and Segment tabs can load.

@@ -1,8 +1,8 @@
 """Train tab: train an adapter in the background with a progress bar, a live loss plot, sample previews and a
 Stop button that keeps the last checkpoint and still saves the adapter.
 
-Calls only public functions: `vadapters.train.train_adapter` (diffusion adapters: ResAdapter, SaRA) and
-`vadapters.methods.sam_adapter.train.train_sam_adapter`, through `apps.jobs.TrainingJob`. The adapter lands in
+Calls only public functions: `vadapters.train.train_adapter` (ResAdapter, SaRA and any other diffusion method;
+SAM-Adapter), through `apps.jobs.TrainingJob`. The adapter lands in
 `<workdir>/runs/<run name>/`, which the Generate and Segment tabs list.
 """
 
@@ -111,20 +111,14 @@ def make_job(
               "config_overrides": config, "checkpoint_every": max(1, min(50, steps)),
               "validate_every": preview_every}  # fmt: skip
     if sam:
-        from vadapters.methods.sam_adapter.train import train_sam_adapter
-
-        def run(n: int, resume_run: bool) -> dict:
-            summary = train_sam_adapter(base_path, data=data, steps=n, resume=resume_run, num_items=200, **common)
-            summary.pop("model", None)
-            return summary
+        options = {"num_items": 200}
     else:
+        options = {"num_items": 500, "resolutions": (resolutions or "16,24,32").strip()}
+
+    def run(n: int, resume_run: bool) -> dict:
         from vadapters.train import train_adapter
 
-        resolutions = (resolutions or "16,24,32").strip()
-
-        def run(n: int, resume_run: bool) -> dict:
-            return train_adapter(method, pipeline=base_path, data=data, steps=n, resume=resume_run,
-                                 resolutions=resolutions, num_items=500, **common)  # fmt: skip
+        return train_adapter(method, base=base_path, data=data, steps=n, resume=resume_run, **options, **common)
 
     return TrainingJob(run_name, run, out, steps)
 

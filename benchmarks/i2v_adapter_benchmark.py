@@ -4,7 +4,7 @@ The clips (`vadapters.synthetic.motion`) are a pure function of their first fram
 moving up-left quickly"), so every held-out (first frame, caption) pair has exact ground-truth frames 1..F-1.
 
 Per seed:
-1. Train an I2V-Adapter (`train_i2v_adapter`: frame 0 clean, loss masked on frame 0, only `to_q_ff` / `to_out_ff`
+1. Train an I2V-Adapter (`train_adapter("i2v_adapter", ...)`: frame 0 clean, loss masked on frame 0, only `to_q_ff` / `to_out_ff`
    trainable) on training clips of the video pipeline (default: the embedded tiny-sd + tiny-animatediff).
 2. On held-out clips, sample with the same initial noise per clip:
    - `base_clamped`: the base text-to-video model with frame 0 clamped to the given image (I2VPipeline, no adapter);
@@ -132,11 +132,11 @@ def sample(pipe, caption: str, first, opts: dict[str, Any], seed: int, **options
 
 # ------------------------------------------------------------------------------------------------------ parts
 def train_adapter(base, opts: dict[str, Any], seed: int, workdir: str):
-    from vadapters.methods.i2v_adapter.train import train_i2v_adapter
+    from vadapters import train
 
     pipe = copy.deepcopy(base)
-    summary = train_i2v_adapter(
-        pipeline=pipe, data="synthetic", output_dir=os.path.join(workdir, f"seed-{seed}"),
+    summary = train.train_adapter(
+        "i2v_adapter", base=pipe, data="synthetic", output_dir=os.path.join(workdir, f"seed-{seed}"),
         num_items=opts["train_clips"], num_frames=opts["frames"], resolutions=str(opts["size"]),
         steps=opts["steps"], batch_size=opts["batch_size"], learning_rate=opts["lr"], seed=seed,
         checkpoint_every=opts["steps"], resume=False,
@@ -147,7 +147,7 @@ def train_adapter(base, opts: dict[str, Any], seed: int, workdir: str):
 
 def quality_part(base, opts: dict[str, Any], strengths: list[Any], seed: int, workdir: str) -> dict[str, Any]:
     """Train on seed `seed`, then every variant on the held-out clips; metrics averaged over clips."""
-    from vadapters.methods.i2v_adapter.train import MotionClipSource
+    from vadapters.train.recipes.i2v_adapter import MotionClipSource
 
     adapted, summary = train_adapter(base, opts, seed, workdir)
     pipes = {False: i2v_pipeline(base), True: i2v_pipeline(adapted)}

@@ -96,10 +96,10 @@ def colour_spread(images, threshold: float = THRESHOLD) -> float:
 
 
 def train(pipe, out, *, topology, use_ref, steps, size, seed, num_items):
-    from vadapters.methods.mv_adapter.train import train_mv_adapter
+    from vadapters.train import train_adapter
 
-    return train_mv_adapter(
-        pipeline=pipe, output_dir=out, num_items=num_items, num_views=len(AZIMUTHS), resolutions=str(size),
+    return train_adapter(
+        "mv_adapter", base=pipe, output_dir=out, num_items=num_items, num_views=len(AZIMUTHS), resolutions=str(size),
         steps=steps, batch_size=2, learning_rate=1e-3, seed=seed, checkpoint_every=steps, resume=False,
         config_overrides={"topology": topology, "use_ref": use_ref},
     )  # fmt: skip
@@ -111,7 +111,7 @@ def heldout_loss(pipe, base, held_out, size: int, repeats: int = 3) -> dict[str,
     import torch
 
     import vadapters
-    from vadapters.methods.mv_adapter.train import MVAdapterRecipe
+    from vadapters.train.recipes.mv_adapter import MVAdapterRecipe
 
     probe = copy.deepcopy(base)  # the recipe injects a fresh adapter; the trained one is then copied in
     recipe = MVAdapterRecipe(probe, vadapters.get_adapter_config(pipe, "mv_adapter"), held_out, str(size), 4,
@@ -289,9 +289,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from vadapters.methods.mv_adapter.train import MultiViewSource
     from vadapters.models.weights import read_manifest
     from vadapters.pipelines import load_pipeline
+    from vadapters.train.recipes.mv_adapter import MultiViewSource
 
     quick = args.quick
     if args.threads:

@@ -42,16 +42,17 @@ def base_sam(args, workdir):
     import torch
 
     from vadapters.errors import CheckpointError
-    from vadapters.methods.sam_adapter.train import train_sam_adapter
     from vadapters.models import load_default_sam, tiny_sam
+    from vadapters.train import train_adapter
 
     try:
         return load_default_sam(), "embedded weights/tiny-sam"
     except CheckpointError:
         pass
     sam = tiny_sam(seed=0)
-    summary = train_sam_adapter(
-        sam,
+    summary = train_adapter(
+        "sam_adapter",
+        base=sam,
         data="synthetic:salient",
         output_dir=os.path.join(workdir, "base"),
         steps=args.base_steps,
@@ -97,7 +98,8 @@ def main() -> None:
 
     from vadapters.methods.sam_adapter import SAMAdapterConfig
     from vadapters.methods.sam_adapter.data import SAMSegmentationDataset, make_segmentation_source
-    from vadapters.methods.sam_adapter.train import evaluate, train_sam_adapter
+    from vadapters.methods.sam_adapter.train import evaluate
+    from vadapters.train import train_adapter
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -137,8 +139,9 @@ def main() -> None:
             for seed in range(args.seeds):
                 sam = copy.deepcopy(base)
                 torch.manual_seed(seed)
-                summary = train_sam_adapter(
-                    sam,
+                summary = train_adapter(
+                    "sam_adapter",
+                    base=sam,
                     data=f"synthetic:{domain}",
                     output_dir=os.path.join(workdir, domain, arm, str(seed)),
                     steps=args.steps,

@@ -416,20 +416,6 @@ def _memory_in_subprocess(payload: str, variant: str, batch_size: int) -> dict[s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _hwm_reset() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _proc_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        return int(re.search(rf"{field}:\s+(\d+)", fh.read()).group(1))
-
-
 def memory_child(variant: str, payload: str, batch_size: int) -> None:
     """Child process: rebuild the frozen UNet and data, set up `variant`, then measure the peak RSS of its
     training steps above the RSS before the set-up (so the variant's own tensors and optimizer state count)."""

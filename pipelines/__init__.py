@@ -3,7 +3,8 @@
 import os
 from typing import Any
 
-from vadapters.pipelines.loading import load_pipeline, save_image, side_by_side, to_uint8
+from vadapters.models.loading import load_pipeline
+from vadapters.pipelines.loading import image_grid, save_image, side_by_side, to_uint8
 from vadapters.pipelines.sam import SAMAdapterPredictor
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "MultiViewXLPipeline",
     "SAMAdapterPredictor",
     "custom_pipeline",
+    "image_grid",
     "load_pipeline",
     "save_image",
     "side_by_side",

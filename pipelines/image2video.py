@@ -71,7 +71,7 @@ def load_video_pipeline(pipeline: Any = None) -> Any:
 
             pipe = tiny_animatediff_pipeline()
         elif path is not None and os.path.isfile(os.path.join(path, "model_index.json")):
-            from vadapters.pipelines.loading import load_pipeline
+            from vadapters.models.loading import load_pipeline
 
             pipe = load_pipeline(path)
         else:

@@ -1,55 +1,18 @@
-"""Load a diffusers pipeline offline (a local folder, or the embedded tiny default) and save images."""
+"""Images out of pipelines: to uint8 arrays, side by side, a grid of rows, saved atomically as PNG.
+
+(`load_pipeline`, re-exported by `vadapters.pipelines`, lives in `vadapters.models.loading`: loading is the models' job.)
+"""
 
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 
 import numpy as np
 import torch
 
 from vadapters.core.io import atomic_write
-from vadapters.errors import BadInputError, CheckpointError
-
-
-def load_pipeline(path: str | None = None, *, device: str | None = None, dtype: torch.dtype | None = None) -> Any:
-    """A diffusers pipeline from a local folder; `None` is the embedded default (`weights/tiny-sd`,
-    hash-verified; the tiny architecture with seeded random weights if its manifest entry is absent, which `"tiny"`
-    always gives).
-
-    Example:
-        >>> pipe = load_pipeline()  # tiny SD pipeline of the real diffusers classes
-        >>> type(pipe).__name__
-        'StableDiffusionPipeline'
-    """
-    if path is None:
-        from vadapters.models.weights import default_path, read_manifest
-
-        if "tiny-sd" in read_manifest()["entries"]:
-            path = str(default_path("tiny-sd"))  # the trained embedded default, hash-verified
-        else:
-            path = "tiny"
-    if path == "tiny":
-        from vadapters.models import tiny_sd_pipeline
-
-        pipe = tiny_sd_pipeline()
-    else:
-        from diffusers import DiffusionPipeline
-
-        if not os.path.isdir(path):
-            raise CheckpointError(f"pipeline folder not found: {path!r} (hub ids cannot be downloaded here)")
-        if not os.path.isfile(os.path.join(path, "model_index.json")):
-            raise CheckpointError(f"{path!r} is not a diffusers pipeline folder (no model_index.json)")
-        kwargs = {"local_files_only": True}
-        if dtype is not None:
-            kwargs["torch_dtype"] = dtype
-        pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
-    if device is not None:
-        pipe = pipe.to(device)
-    if os.environ.get("VADAPTERS_NO_PROGRESS") == "1":
-        pipe.set_progress_bar_config(disable=True)
-    return pipe
+from vadapters.errors import BadInputError
 
 
 def to_uint8(images: Any) -> list[np.ndarray]:
@@ -78,6 +41,25 @@ def side_by_side(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
     for im in images:
         canvas[: im.shape[0], x : x + im.shape[1]] = im[..., :3]
         x += im.shape[1] + pad
+    return canvas
+
+
+def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Rows of uint8 HxWx3 images (any sizes) on a grey canvas, one cell per image, top-left aligned.
+
+    Example:
+        >>> cell = np.zeros((4, 6, 3), dtype=np.uint8)
+        >>> image_grid([[cell, cell], [cell]]).shape
+        (14, 18, 3)
+    """
+    cell_h = max(im.shape[0] for row in rows for im in row)
+    cell_w = max(im.shape[1] for row in rows for im in row)
+    n_cols = max(len(row) for row in rows)
+    canvas = np.full((pad + len(rows) * (cell_h + pad), pad + n_cols * (cell_w + pad), 3), 128, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
+            canvas[y : y + im.shape[0], x : x + im.shape[1]] = im
     return canvas
 
 

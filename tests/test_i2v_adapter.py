@@ -319,7 +319,7 @@ def test_first_frame_of_another_size_is_resized_to_the_video(pipe):
 
 # ------------------------------------------------------------------------------------------------ training
 def test_recipe_masks_frame_0_and_trains_only_the_adapter(pipe):
-    from vadapters.methods.i2v_adapter.train import I2VAdapterRecipe, MotionClipSource
+    from vadapters.train.recipes.i2v_adapter import I2VAdapterRecipe, MotionClipSource
 
     recipe = I2VAdapterRecipe(pipe, I2VAdapterConfig(), MotionClipSource(4, num_frames=8), "16", 2, seed=0)
     batch = recipe.collate([recipe.dataset[(i, 16, 16)] for i in range(2)])

@@ -402,7 +402,8 @@ def test_multiview_pipeline_conventions_and_base_equivalence(tiny_pipe):
 
 @pytest.mark.slow
 def test_training_recipe_shares_timesteps_per_object_and_trains_only_the_adapter(tiny_pipe, tmp_path, monkeypatch):
-    from vadapters.methods.mv_adapter.train import MultiViewSource, MVAdapterRecipe, train_mv_adapter
+    from vadapters.train import train_adapter
+    from vadapters.train.recipes.mv_adapter import MultiViewSource, MVAdapterRecipe
 
     pipe = copy.deepcopy(tiny_pipe)
     config = MVAdapterConfig(num_views=3, use_ref=True, condition_channels=6, condition_downscale_factor=2)
@@ -419,15 +420,24 @@ def test_training_recipe_shares_timesteps_per_object_and_trains_only_the_adapter
     t = seen[0]
     assert t.shape == (6,) and (t[:3] == t[0]).all() and (t[3:] == t[3]).all()
     assert all(p.grad is not None for p in recipe.trainable_parameters())  # _mv, _ref and the encoder
-    summary = train_mv_adapter(
-        pipeline=copy.deepcopy(tiny_pipe), output_dir=tmp_path, num_items=4, num_views=3, steps=2, batch_size=2,
-        checkpoint_every=1, config_overrides={"use_ref": True},
-    )  # fmt: skip
+    options = {"num_items": 4, "num_views": 3, "batch_size": 2, "checkpoint_every": 1}
+    summary = train_adapter(
+        "mv_adapter",
+        base=copy.deepcopy(tiny_pipe),
+        output_dir=tmp_path,
+        steps=2,
+        config_overrides={"use_ref": True},
+        **options,
+    )
     assert summary["steps"] == 2 and (tmp_path / "checkpoints" / "step-2").is_dir()
-    resumed = train_mv_adapter(
-        pipeline=copy.deepcopy(tiny_pipe), output_dir=tmp_path, num_items=4, num_views=3, steps=3, batch_size=2,
-        checkpoint_every=1, config_overrides={"use_ref": True},
-    )  # fmt: skip
+    resumed = train_adapter(
+        "mv_adapter",
+        base=copy.deepcopy(tiny_pipe),
+        output_dir=tmp_path,
+        steps=3,
+        config_overrides={"use_ref": True},
+        **options,
+    )
     assert resumed["resumed_from"] is not None and resumed["steps"] == 3
     fresh = copy.deepcopy(tiny_pipe)
     vadapters.load(fresh, tmp_path)

@@ -122,12 +122,13 @@ def test_requires_grad_is_exactly_adapter_decoder_copy_and_no_mask_embed(train_d
 
 
 def test_frozen_tensors_bit_identical_after_training(tmp_path):
-    from vadapters.methods.sam_adapter.train import train_sam_adapter
+    from vadapters.train import train_adapter
 
     sam = tiny_sam()
     before = {k: v.clone() for k, v in sam.state_dict().items()}
-    summary = train_sam_adapter(
-        sam,
+    summary = train_adapter(
+        "sam_adapter",
+        base=sam,
         data="synthetic:camouflage",
         output_dir=tmp_path,
         steps=3,

@@ -104,11 +104,13 @@ def test_rel_pos_attention_matches_softmax_and_gradcheck():
     rel_w = torch.randn(b, n, wk, generator=g, dtype=torch.double, requires_grad=True)
 
     def reference(q, k, v, rel_h, rel_w):
-        logits = (q @ k.transpose(1, 2)).view(b, n, hk, wk) + rel_h[..., None] + rel_w[:, :, None, :]
+        logits = (0.7 * q @ k.transpose(1, 2)).view(b, n, hk, wk) + rel_h[..., None] + rel_w[:, :, None, :]
         return logits.view(b, n, n).softmax(-1) @ v
 
-    torch.testing.assert_close(rel_pos_attention(q, k, v, rel_h, rel_w, 5), reference(q, k, v, rel_h, rel_w))
-    assert torch.autograd.gradcheck(lambda *t: rel_pos_attention(*t, query_chunk=5), (q, k, v, rel_h, rel_w))
+    got = rel_pos_attention(q, k, v, rel_h, rel_w, scale=0.7, query_chunk=5)
+    torch.testing.assert_close(got, reference(q, k, v, rel_h, rel_w))
+    inputs = (q, k, v, rel_h, rel_w)
+    assert torch.autograd.gradcheck(lambda *t: rel_pos_attention(*t, scale=0.7, query_chunk=5), inputs)
 
 
 def test_efficient_attention_keeps_no_attention_matrix():

@@ -316,11 +316,8 @@ def test_learning_rate_schedule_and_arguments(tmp_path):
 
 def test_method_trainers_refuse_typos_before_loading_models(tmp_path):
     """SAM-Adapter and MV-Adapter training share the checks of `train_adapter` (unknown options / config fields)."""
-    from vadapters.methods.mv_adapter.train import train_mv_adapter
-    from vadapters.methods.sam_adapter.train import train_sam_adapter
-
-    for train in (train_sam_adapter, train_mv_adapter):
+    for method in ("sam_adapter", "mv_adapter", "i2v_adapter"):
         with pytest.raises(BadInputError, match="unknown training option"):
-            train(output_dir=str(tmp_path), steps=1, max_stepz=3)
+            train_adapter(method, output_dir=str(tmp_path), steps=1, max_stepz=3)
         with pytest.raises(BadInputError, match="has no field"):
-            train(output_dir=str(tmp_path), steps=1, config_overrides={"no_such_field": 1})
+            train_adapter(method, output_dir=str(tmp_path), steps=1, config_overrides={"no_such_field": 1})

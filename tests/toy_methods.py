@@ -69,7 +69,6 @@ register_method(
         config_cls=ToyProcessorConfig,
         injector_cls=ToyInjector,
         hosts=("diffusers.unet",),
-        prefix="toy_",
         description="test-only processor wrapper",
     )
 )

@@ -14,33 +14,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _parse_adapter(spec: str) -> tuple[str, float | None]:
-    """`DIR` or `DIR:WEIGHT` (the weight is the last colon-separated float, if any)."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return spec, None
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = _parse_value(value)
-    return out
+from vadapters.commands.options import add_training_arguments, parse_adapter, parse_sets, run_training  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -97,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.pipeline)
     names, weights = [], []
     for spec in args.adapter or []:
-        path, weight = _parse_adapter(spec)
+        path, weight = parse_adapter(spec)
         before = set(vadapters.list_adapters(pipe))
         vadapters.load(pipe, path, method=args.method)
         new = [n for n in vadapters.list_adapters(pipe) if n not in before]
@@ -122,28 +96,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vadapters.train import train_adapter
-
-    overrides = _parse_sets(args.set)
-    for key in ("rank", "alpha"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    summary = train_adapter(
-        args.method,
-        pipeline=args.pipeline,
-        data=args.data,
-        output_dir=args.out,
-        resolutions=args.resolutions,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        config_overrides=overrides,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every,
-    )
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+    overrides = {key: getattr(args, key) for key in ("rank", "alpha") if getattr(args, key) is not None}
+    return run_training(args.method, args, "resolutions", overrides=overrides)
 
 
 def cmd_train_base(args: argparse.Namespace) -> int:
@@ -191,7 +145,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every,
-        scene_options=_parse_sets(args.scenes) or None,
+        scene_options=parse_sets(args.scenes) or None,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -281,19 +235,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------ parser
 def add_diffusion_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `vadapters train <method>` for adapters trained on a diffusers pipeline."""
-    p.add_argument("--pipeline", help="local diffusers pipeline folder (default: the embedded tiny pipeline)")
-    p.add_argument("--data", default="synthetic", help="image folder with captions, or 'synthetic'")
-    p.add_argument("--out", required=True, help="output folder (adapter, checkpoints, logs)")
+    base = ("--pipeline", "local diffusers pipeline folder (default: the embedded tiny pipeline)")
+    data = ("synthetic", "image folder with captions, or 'synthetic'")
+    add_training_arguments(p, base=base, data=data, batch_size=4, lr=1e-4, config="the method's config")
     p.add_argument("--resolutions", default="16,24,32", help="bucket sizes: comma list of S or HxW")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--rank", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--set", action="append", default=[], help="extra config field KEY=VALUE; repeatable")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--validate-every", type=int, default=0)
     p.set_defaults(func=cmd_train)
     return p
 

@@ -1,41 +1,18 @@
 """`vadapters demo`: the main job on the embedded defaults, written as `index.html` + `metrics.json`.
 
-Sections live in `vadapters.demos` (one module per method; each method issue adds its own). This module holds the
-runner and the small image helpers sections share.
+Sections live in `vadapters.demos` (one module per method; each method issue adds its own), with the small image
+helpers they share. This module is the runner.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 import time
 from typing import Any
 
-import numpy as np
-import torch
-
-from vadapters.core.io import atomic_write, atomic_write_text
-
-
-def to_uint8_image(image: torch.Tensor) -> np.ndarray:
-    """[3,H,W] in [-1,1] -> HxWx3 uint8."""
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
-def mask_to_uint8(mask: torch.Tensor) -> np.ndarray:
-    return np.repeat((mask.numpy().astype(np.uint8) * 255)[..., None], 3, axis=2)
-
-
-def save_gif(frames: list[np.ndarray], path: str, scale: int = 4, ms: int = 120) -> str:
-    from PIL import Image
-
-    images = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
-    atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
-    return path
+from vadapters.core.io import atomic_write_text
 
 
 def _defaults_status() -> dict[str, Any]:

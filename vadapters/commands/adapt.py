@@ -14,18 +14,11 @@ import sys
 import time
 from typing import Any
 
+from vadapters.commands.options import parse_sets
+
 
 def _options(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
+    return {key.replace("-", "_"): value for key, value in parse_sets(items).items()}
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from vadapters.commands.options import add_training_arguments, parse_adapter, run_training
 
 
 def cmd_train_i2v_adapter(args: argparse.Namespace) -> int:
-    from vadapters.cli import _parse_sets
-    from vadapters.methods.i2v_adapter.train import train_i2v_adapter
-
-    summary = train_i2v_adapter(
-        pipeline=args.pipeline, data=args.data, output_dir=args.out, num_items=args.num_items,
-        num_frames=args.frames, resolutions=args.resolutions, steps=args.steps, batch_size=args.batch_size,
-        learning_rate=args.lr, config_overrides=_parse_sets(args.set), caption_dropout=args.caption_dropout,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
-        lr_warmup_steps=args.warmup_steps,
-    )  # fmt: skip
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return run_training("i2v_adapter", args, "num_items", "num_frames", "resolutions", "caption_dropout")
 
 
 def cmd_i2v(args: argparse.Namespace) -> int:
@@ -26,13 +16,12 @@ def cmd_i2v(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import vadapters
-    from vadapters.cli import _parse_adapter
     from vadapters.pipelines.image2video import I2VPipeline, load_video_pipeline, save_video
 
     pipe = I2VPipeline.from_pipe(load_video_pipeline(args.pipeline))
     pipe.set_progress_bar_config(disable=True)
     for spec in args.adapter or []:
-        path, weight = _parse_adapter(spec)
+        path, weight = parse_adapter(spec)
         vadapters.load(pipe, path, weight=weight)
     with Image.open(args.image) as im:
         image = im.convert("RGB")
@@ -84,21 +73,13 @@ def register(sub) -> None:
 
 def register_train(tsub) -> list[str]:
     p = tsub.add_parser("i2v_adapter", help="I2V-Adapter: first-frame attention on clips (frame 0 clean)")
-    p.add_argument("--pipeline", default=None, help="AnimateDiff folder, MotionAdapter folder, or 'tiny'")
-    p.add_argument("--data", default="synthetic", help="'synthetic' motion clips or a folder of clips")
-    p.add_argument("--out", required=True, help="output folder (adapter, checkpoints, validation, logs)")
+    base = ("--pipeline", "AnimateDiff folder, MotionAdapter folder, or 'tiny'")
+    data = ("synthetic", "'synthetic' motion clips or a folder of clips")
+    add_training_arguments(p, base=base, data=data, batch_size=2, lr=1e-4, config="I2VAdapterConfig")
     p.add_argument("--num-items", type=int, default=200, help="number of synthetic clips")
-    p.add_argument("--frames", type=int, default=8, help="frames per clip")
+    p.add_argument("--frames", dest="num_frames", type=int, default=8, help="frames per clip")
     p.add_argument("--resolutions", default="16", help="pixel sizes, e.g. '16' or '16,24x32'")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=2, help="clips per batch")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--set", action="append", default=[], help="I2VAdapterConfig field KEY=VALUE; repeatable")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--validate-every", type=int, default=0)
     p.set_defaults(func=cmd_train_i2v_adapter)
     return ["i2v_adapter"]
 

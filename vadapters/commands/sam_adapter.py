@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from vadapters.commands.options import add_training_arguments, run_training
 
 
 def _parse_floats(text: str, n: int, what: str) -> list[float]:
@@ -17,48 +18,17 @@ def _parse_floats(text: str, n: int, what: str) -> list[float]:
 
 
 def cmd_train_sam_adapter(args: argparse.Namespace) -> int:
-    from vadapters.cli import _parse_sets
-    from vadapters.methods.sam_adapter.train import train_sam_adapter
-
-    summary = train_sam_adapter(
-        args.sam,
-        data=args.data,
-        output_dir=args.out,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        loss=args.loss,
-        config_overrides=_parse_sets(args.set),
-        seed=args.seed,
-        num_items=args.num_items,
-        val_fraction=args.val_fraction,
-        checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every,
-    )
-    summary.pop("model", None)
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return run_training("sam_adapter", args, "loss", "num_items", "val_fraction")
 
 
 def register_train(tsub) -> list[str]:
     p = tsub.add_parser("sam_adapter", help="SAM-Adapter on a segment-anything SAM (prompts + mask decoder)")
-    p.add_argument("--sam", default=None, help="official sam_vit_*.pth, a tiny-sam folder, or omit for the default")
-    p.add_argument(
-        "--data",
-        default="synthetic:camouflage",
-        help="folder with images/ + masks/, or synthetic:camouflage|shadow|salient",
-    )
-    p.add_argument("--out", required=True, help="output folder (adapter, checkpoints, validation, logs)")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-4)
+    base = ("--sam", "official sam_vit_*.pth, a tiny-sam folder, or omit for the default")
+    data = ("synthetic:camouflage", "folder with images/ + masks/, or synthetic:camouflage|shadow|salient")
+    add_training_arguments(p, base=base, data=data, batch_size=4, lr=2e-4, config="SAMAdapterConfig")
     p.add_argument("--loss", choices=("iou", "bbce", "bce"), default="iou", help="bbce for shadows")
-    p.add_argument("--set", action="append", default=[], help="SAMAdapterConfig field KEY=VALUE; repeatable")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-items", type=int, default=400, help="number of synthetic scenes")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the training data")
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--validate-every", type=int, default=0)
     p.set_defaults(func=cmd_train_sam_adapter)
     return ["sam_adapter"]
 
@@ -67,18 +37,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
+    from vadapters.core.images import load_image
     from vadapters.core.io import atomic_write
+    from vadapters.core.validation import check_box, check_points
     from vadapters.pipelines.sam import SAMAdapterPredictor
 
-    predictor = SAMAdapterPredictor(args.sam, adapter=args.adapter)
-    image = np.asarray(Image.open(args.image).convert("RGB"))
-    predictor.set_image(image)
+    image = load_image(args.image, name="--image")  # every input is checked before a model loads
+    height, width = image.shape[:2]
     points = labels = box = None
     if args.point:
         points = np.array([_parse_floats(p, 2, "--point") for p in args.point], dtype=np.float32)
-        labels = np.ones(len(points), dtype=np.int64)
+        points, labels = check_points(points, np.ones(len(points), dtype=np.int64), height, width)
     if args.box:
-        box = np.array(_parse_floats(args.box, 4, "--box"), dtype=np.float32)
+        box = check_box(_parse_floats(args.box, 4, "--box"), height, width)
+    predictor = SAMAdapterPredictor(args.sam, adapter=args.adapter)
+    predictor.set_image(image)
     masks, scores, _ = predictor.predict(points, labels, box, multimask_output=False)
     mask = Image.fromarray(masks[0].astype(np.uint8) * 255)
 

@@ -163,3 +163,29 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[A
     if not isinstance(state, dict):
         raise CheckpointError(f"{path!r} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def foreign_tensor_names(path: str | os.PathLike) -> list[str]:
+    """Tensor names of a safetensors file that vadapters did not write (no adapter config in its header): what the
+    official-checkpoint detectors (`MethodSpec.detect`) look at. `[]` for anything else: a missing or unreadable
+    file, a pickle (never unpickled here), or a vadapters adapter.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "official.safetensors")
+        >>> save_tensors({"up.weight": torch.zeros(1)}, path)
+        >>> foreign_tensor_names(path), foreign_tensor_names(path + ".missing")
+        (['up.weight'], [])
+    """
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path) or sniff_format(path) != "safetensors":
+        return []
+    try:
+        with safe_open(path, framework="pt", device="cpu") as fh:
+            if (fh.metadata() or {}).get(CONFIG_METADATA_KEY):
+                return []
+            return list(fh.keys())  # noqa: SIM118 - safe_open is not a dict
+    except Exception:  # noqa: BLE001 - not a detector's to diagnose: loading reports it
+        return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from vadapters.errors import UnknownMethodError
@@ -25,22 +26,24 @@ class MethodSpec:
         config_cls (`type`): the method's `AdapterConfig` subclass.
         injector_cls (`type`): the method's `BaseInjector` subclass (puts the adapter on a host).
         hosts (`tuple[str, ...]`): host kinds it supports (`"diffusers.unet"`, `"timm"`, `"sam"`, `"any"`).
-        prefix (`str`): prefix of the adapter's containers in a host's `state_dict`.
         supports_merge (`bool`): whether `fuse` / `unfuse` / `merge_and_unload` apply.
         description (`str`): one line for `vadapters list`.
         detect (`callable`, optional): `detect(path) -> bool`, recognises an official checkpoint layout.
         convert (`callable`, optional): `convert(path) -> (config, state_dict)` for that layout.
+        training_hooks (`callable`, optional): `training_hooks(module, adapter_name, seed=...)` -> per-step extras
+            of the method's training (`before_loss`, `extra_loss`, `on_train_begin`, `state_dict`), which the
+            latent-diffusion recipe calls (SaRA's nuclear norm and progressive re-selection).
     """
 
     name: str
     config_cls: type
     injector_cls: type
     hosts: tuple[str, ...]
-    prefix: str
     supports_merge: bool = False
     description: str = ""
     detect: Any = field(default=None, compare=False)
     convert: Any = field(default=None, compare=False)
+    training_hooks: Any = field(default=None, compare=False)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -56,17 +59,32 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def _discover() -> None:
-    """Import every subpackage of `vadapters.methods` so that each registers itself."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import vadapters.methods as methods_pkg
+METHODS_PACKAGE = "vadapters.methods"
+"""Where methods are discovered: every subpackage is imported once, by name, and registers itself. The core names
+the folder, never a method (the import contract in `pyproject.toml` keeps the core from importing methods)."""
 
-    for info in pkgutil.iter_modules(methods_pkg.__path__):
-        if info.ispkg:
-            importlib.import_module(f"vadapters.methods.{info.name}")
-    _DISCOVERED = True
+
+def import_submodules(package_name: str, packages_only: bool = False) -> list[ModuleType]:
+    """Import every direct submodule (or subpackage) of `package_name`, by name, in name order: the plug-in seam
+    through which methods (and the trainer's recipes) register themselves without anyone importing them by hand.
+
+    Example:
+        >>> [m.__name__ for m in import_submodules("vadapters.methods", packages_only=True)][:1]
+        ['vadapters.methods.i2v_adapter']
+    """
+    package = importlib.import_module(package_name)
+    infos = sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name)
+    return [
+        importlib.import_module(f"{package_name}.{info.name}") for info in infos if info.ispkg or not packages_only
+    ]
+
+
+def _discover() -> None:
+    """Import every subpackage of `METHODS_PACKAGE` so that each registers itself."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        import_submodules(METHODS_PACKAGE, packages_only=True)
+        _DISCOVERED = True
 
 
 def list_methods() -> list[str]:

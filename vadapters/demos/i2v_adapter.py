@@ -22,19 +22,19 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
     """Per held-out clip, side by side: ground truth | base with frame 0 clamped | I2V-Adapter | + prior."""
     import vadapters
     from vadapters.errors import CheckpointError
-    from vadapters.methods.i2v_adapter.train import MotionClipSource, train_i2v_adapter
     from vadapters.pipelines import side_by_side
     from vadapters.pipelines.image2video import I2VPipeline, load_video_pipeline, save_video, video_frames
+    from vadapters.train import train_adapter
+    from vadapters.train.recipes.i2v_adapter import MotionClipSource
 
     try:
         base, which = load_video_pipeline(None), "embedded tiny-animatediff"
     except CheckpointError:
         base, which = load_video_pipeline("tiny"), "random-init tiny AnimateDiff (no embedded video default yet)"
     steps, size, frames = (8, 16, 8) if quick else (300, 16, 8)
-    summary = train_i2v_adapter(
-        pipeline=base, output_dir=os.path.join(out, "i2v_adapter"), num_items=64, num_frames=frames,
-        resolutions=str(size), steps=steps, batch_size=2, learning_rate=1e-3, checkpoint_every=steps, seed=0,
-    )  # fmt: skip
+    run = {"steps": steps, "checkpoint_every": steps, "batch_size": 2, "learning_rate": 1e-3, "seed": 0}
+    data = {"num_items": 64, "num_frames": frames, "resolutions": str(size)}
+    summary = train_adapter("i2v_adapter", base=base, output_dir=os.path.join(out, "i2v_adapter"), **run, **data)
     pipe = I2VPipeline(**base.components)
     pipe.set_progress_bar_config(disable=True)
     held_out = MotionClipSource(4, seed=999, num_frames=frames)

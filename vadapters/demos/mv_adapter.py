@@ -19,25 +19,17 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
     """Train briefly, then per object: ground-truth renders | base (views independent) | with MV-Adapter."""
     import vadapters
     from vadapters.methods.mv_adapter.consistency import occupied_row_fraction, row_occupancy_iou
-    from vadapters.methods.mv_adapter.train import MultiViewSource, train_mv_adapter
     from vadapters.pipelines import load_pipeline, save_image, side_by_side, to_uint8
     from vadapters.pipelines.multiview import MultiViewPipeline
+    from vadapters.train import train_adapter
+    from vadapters.train.recipes.mv_adapter import MultiViewSource
 
     steps, size = (40, 16) if quick else (600, 16)
     views = len(AZIMUTHS)
     base = load_pipeline(None)
-    summary = train_mv_adapter(
-        pipeline=base,
-        output_dir=os.path.join(out, "mv_adapter"),
-        num_items=64,
-        num_views=views,
-        resolutions=str(size),
-        steps=steps,
-        batch_size=2,
-        learning_rate=1e-3,
-        checkpoint_every=steps,
-        seed=0,
-    )
+    run = {"steps": steps, "checkpoint_every": steps, "batch_size": 2, "learning_rate": 1e-3, "seed": 0}
+    data = {"num_items": 64, "num_views": views, "resolutions": str(size)}
+    summary = train_adapter("mv_adapter", base=base, output_dir=os.path.join(out, "mv_adapter"), **run, **data)
     pipe = MultiViewPipeline(
         **{k: v for k, v in base.components.items() if k != "image_encoder"}, requires_safety_checker=False
     )

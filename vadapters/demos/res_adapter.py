@@ -22,7 +22,7 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
     adapter_dir = os.path.join(out, "res_adapter")
     summary = train_adapter(
         "res_adapter",
-        pipeline=None,
+        base=None,
         data="synthetic:shapes",
         output_dir=adapter_dir,
         resolutions="16,24,32,48",

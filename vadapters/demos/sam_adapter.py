@@ -18,20 +18,21 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
 
     import torch
 
-    from vadapters.demo import mask_to_uint8
-    from vadapters.methods.sam_adapter.train import train_sam_adapter
+    from vadapters.demos import mask_to_uint8
     from vadapters.models import load_sam
     from vadapters.pipelines import save_image, side_by_side
     from vadapters.pipelines.sam import SAMAdapterPredictor
     from vadapters.synthetic.segmentation import CamouflageScenes
+    from vadapters.train import train_adapter
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         base = load_sam(None)
     steps = 20 if quick else 300
     adapted = copy.deepcopy(base)
-    summary = train_sam_adapter(
-        adapted,
+    summary = train_adapter(
+        "sam_adapter",
+        base=adapted,
         data="synthetic:camouflage",
         output_dir=os.path.join(out, "sam_adapter"),
         steps=steps,

@@ -35,7 +35,7 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
     train_pipe = load_pipeline(None)
     summary = train_adapter(
         "sara",
-        pipeline=train_pipe,
+        base=train_pipe,
         data=data,
         output_dir=adapter_dir,
         resolutions="16,24,32",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vadapters.demo import mask_to_uint8, save_gif, to_uint8_image
+from vadapters.demos import mask_to_uint8, save_gif, to_uint8_image
 
 TITLE = "Synthetic world"
 ORDER = 0

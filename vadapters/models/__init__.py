@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from vadapters.models.defaults import load_default_classifier, load_default_sam, load_sam
+from vadapters.models.loading import load_pipeline
 from vadapters.models.real import (
     SAM_VARIANTS,
     build_unet,
@@ -53,6 +54,7 @@ __all__ = [
     "load_animatediff_pipeline",
     "load_default_classifier",
     "load_default_sam",
+    "load_pipeline",
     "load_sam",
     "make_scheduler",
     "sam_state_dict_keys",

@@ -216,7 +216,7 @@ def load_animatediff_pipeline(
     """
     from diffusers import MotionAdapter
 
-    from vadapters.pipelines import load_pipeline
+    from vadapters.models.loading import load_pipeline
 
     sd_dir = sd_folder(sd_dir, "sd_dir")
     motion_dir = os.fspath(motion_dir) if motion_dir is not None else _default_folder(DEFAULT_MOTION, "motion_dir")

@@ -1,4 +1,5 @@
-"""Training: one Accelerate loop (`Trainer`) plus per-method recipes, behind `train_adapter`.
+"""Training: one Accelerate loop (`Trainer`) plus per-method recipes (`vadapters.train.recipes`), behind
+`train_adapter`.
 
 Example:
     >>> from vadapters.train import train_adapter
@@ -10,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 from typing import Any
 
@@ -23,10 +26,13 @@ from vadapters.train.data import (
     collate_image_caption,
     make_source,
 )
+from vadapters.train.recipes import DIFFUSION_HOSTS, RecipeInputs, find_recipe, list_recipes, register_recipe
 from vadapters.train.trainer import Trainer, TrainingArguments
 
 __all__ = [
+    "DIFFUSION_HOSTS",
     "BucketBatchSampler",
+    "RecipeInputs",
     "BucketedDataset",
     "DiffusionAdapterRecipe",
     "ImageCaptionFolder",
@@ -35,120 +41,75 @@ __all__ = [
     "TrainingArguments",
     "collate_image_caption",
     "find_latest_checkpoint",
+    "find_recipe",
     "list_checkpoints",
+    "list_recipes",
     "make_source",
     "parse_resolutions",
+    "register_recipe",
     "train_adapter",
 ]
-
-DIFFUSION_HOSTS = ("diffusers.unet",)
-
-
-def __getattr__(name: str) -> Any:  # the diffusion recipe imports diffusers; load it on first use
-    if name == "DiffusionAdapterRecipe":
-        from vadapters.train.diffusion import DiffusionAdapterRecipe
-
-        return DiffusionAdapterRecipe
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _load_pipeline(pipeline: Any) -> tuple[Any, str | None]:
-    if pipeline is None:
-        from vadapters.models import tiny_sd_pipeline
-
-        return tiny_sd_pipeline(), None
-    if isinstance(pipeline, (str, os.PathLike)):
-        from vadapters.pipelines import load_pipeline
-
-        return load_pipeline(os.fspath(pipeline)), os.path.abspath(os.fspath(pipeline))
-    return pipeline, getattr(pipeline, "name_or_path", None) or None
 
 
 def train_adapter(
     method: str,
     *,
-    pipeline: Any = None,
-    data: Any = "synthetic",
     output_dir: str | os.PathLike,
-    resolutions: Any = "16,24,32",
+    base: Any = None,
+    data: Any = None,
     steps: int = 200,
-    batch_size: int = 4,
-    learning_rate: float = 1e-4,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
     config_overrides: dict[str, Any] | None = None,
-    seed: int = 0,
-    checkpoint_every: int = 50,
-    validate_every: int = 0,
     adapter_name: str | None = None,
-    num_items: int = 1000,
-    caption_dropout: float = 0.0,
-    validation_prompts: list[str] | None = None,
-    validation_resolutions: Any = None,
-    validation_kwargs: dict[str, Any] | None = None,
-    **training_kwargs: Any,
+    seed: int = 0,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Train an adapter of `method` on a diffusers pipeline and save it in `output_dir` (resumable).
+    """Train an adapter of `method` with the one trainer and save it in `output_dir` (resumable: re-run the call).
+
+    The method's recipe (`vadapters.train.recipes.find_recipe`) loads the base and the data and says what to train;
+    UNet adapters without a recipe of their own (ResAdapter, SaRA) use the latent-diffusion recipe.
 
     Args:
-        method (`str`): a registered method whose adapter lives on a UNet (e.g. `"res_adapter"`).
-        pipeline: a pipeline object, a local diffusers pipeline folder, or None for the tiny offline pipeline.
-        data: `"synthetic"` (disc scenes), a folder of images with captions, or a source object.
+        method (`str`): a registered method (`"res_adapter"`, `"sara"`, `"mv_adapter"`, `"i2v_adapter"`,
+            `"sam_adapter"`, ...).
         output_dir: where the adapter, `checkpoints/`, `validation/` and `train_log.jsonl` go.
-        resolutions: bucket sizes, e.g. `"16,24x32,32"`; each a multiple of the pipeline's
-            `resolution_multiple` (8 for the tiny pipeline).
+        base: the model to adapt: a pipeline object or folder (diffusion methods; None: the tiny offline
+            pipeline), an AnimateDiff pipeline (I2V-Adapter; None: the embedded video model), a SAM or official
+            `.pth` (SAM-Adapter; None: the embedded tiny SAM).
+        data: the recipe's data (`"synthetic"` and friends, a folder, or a source object); None: its default.
         steps (`int`): optimizer steps in total (a resumed run continues up to it).
-        batch_size (`int`): per-device batch size.
-        learning_rate (`float`): peak AdamW learning rate.
+        batch_size, learning_rate: per-device batch and peak AdamW rate; None: the recipe's defaults.
         config_overrides (`dict`): fields of the method's config (e.g. `{"rank": 4, "alpha": 4.0}`).
-        seed (`int`): seed of the adapter init, data order, noise and synthetic scenes.
-        checkpoint_every (`int`): steps between checkpoints (0: only at the end).
-        validate_every (`int`): steps between validation grids (0: never).
-        adapter_name (`str`, optional): name of the adapter (default: the method name).
-        num_items (`int`): number of synthetic scenes.
-        caption_dropout, validation_prompts, validation_resolutions, validation_kwargs: see
-            `DiffusionAdapterRecipe`.
-        **training_kwargs: further `TrainingArguments` fields (`gradient_accumulation_steps`, `lr_warmup_steps`,
-            `lr_scheduler`, `mixed_precision`, `resume`, `keep_checkpoints`, `log_every`, ...).
+        adapter_name (`str`, optional): name of the adapter (default: the method's).
+        seed (`int`): seed of the adapter init, data order, noise and synthetic data.
+        **options: `TrainingArguments` fields (`checkpoint_every`, `validate_every`, `lr_warmup_steps`,
+            `lr_scheduler`, `resume`, `mixed_precision`, ...) and the recipe's own options (`resolutions`,
+            `num_items`, `caption_dropout`, `num_views`, `num_frames`, `loss`, `mode`, ...: see its `build`).
 
     Returns:
-        The trainer's summary: `steps`, `final_loss`, `seconds`, `sec_per_step`, `adapter_files`, ...
+        The trainer's summary (`steps`, `final_loss`, `seconds`, `sec_per_step`, `adapter_files`, ...) plus what
+        the recipe reports (SAM-Adapter: `validation` metrics and parameter counts).
     """
     from vadapters.core.registry import get_method
 
-    spec = get_method(method)
-    if not set(spec.hosts) & set(DIFFUSION_HOSTS):
+    entry = find_recipe(method)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    training = {**entry.training, **{k: options.pop(k) for k in list(options) if k in fields}}
+    if batch_size is not None:
+        training["batch_size"] = batch_size
+    if learning_rate is not None:
+        training["learning_rate"] = learning_rate
+    accepted = set(inspect.signature(entry.build).parameters) - {"inputs", "method"}
+    if set(options) - accepted:
         raise BadInputError(
-            f"training is implemented for diffusion adapters (hosts {DIFFUSION_HOSTS}); method {spec.name!r} "
-            f"targets {spec.hosts}, which has no training recipe yet"
+            f"unknown training option(s) {sorted(set(options) - accepted)} for {method!r}; recipe options: "
+            f"{sorted(accepted)}; loop options: see TrainingArguments.help()"
         )
-    args = TrainingArguments.from_options(
-        output_dir,
-        max_steps=steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        checkpoint_every=checkpoint_every,
-        validate_every=validate_every,
-        seed=seed,
-        **training_kwargs,
-    )
-    config = spec.config_cls.from_overrides(config_overrides)
-    pipe, base_path = _load_pipeline(pipeline)
-    if base_path and config.base_model_name_or_path is None:
-        config = config.replace(base_model_name_or_path=base_path)
-    source = make_source(data, num_items=num_items, seed=seed)
-
-    from vadapters.train.diffusion import DiffusionAdapterRecipe
-
-    recipe = DiffusionAdapterRecipe(
-        pipe,
-        config,
-        source,
-        resolutions,
-        batch_size,
-        adapter_name=adapter_name or spec.name,
-        caption_dropout=caption_dropout,
-        validation_prompts=validation_prompts,
-        validation_resolutions=validation_resolutions,
-        validation_kwargs=validation_kwargs,
-        seed=seed,
-    )
-    return Trainer(recipe, args).train()
+    args = TrainingArguments.from_options(output_dir, max_steps=steps, seed=seed, **training)
+    get_method(method).config_cls.from_overrides(config_overrides)  # refuse typos before loading a model
+    inputs = RecipeInputs(base, data, dict(config_overrides or {}), args.batch_size, seed, adapter_name or method)
+    recipe = entry.build(inputs, **options)
+    summary = Trainer(recipe, args).train()
+    report = getattr(recipe, "report", None)
+    return {**summary, **(report() if report is not None else {})}

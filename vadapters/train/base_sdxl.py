@@ -27,8 +27,8 @@ __all__ = ["train_tiny_sdxl"]
 
 def _load_sd(sd: Any) -> tuple[Any, str]:
     """The tiny-sd pipeline at `sd` (`None`: the embedded `weights/tiny-sd`), with a clear error if unusable."""
+    from vadapters.models.loading import load_pipeline
     from vadapters.models.video import sd_folder
-    from vadapters.pipelines import load_pipeline
 
     sd_dir = sd_folder(sd, "--sd")
     pipe = load_pipeline(sd_dir)

@@ -217,6 +217,31 @@ def collate_image_caption(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def collate_sequences(
+    items: list[dict[str, Any]], key: str, count: str, extras: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Stack items that each hold a sequence of images `item[key]` (`[N, 3, H, W]`: a clip's frames, an object's
+    views) item-major into `pixel_values [B*N, 3, H, W]`, the `extras` likewise, one caption per item, and `N` as
+    `count`.
+
+    Example:
+        >>> clip = {"frames": torch.zeros(4, 3, 8, 8), "caption": "a disc"}
+        >>> batch = collate_sequences([clip, clip], "frames", "num_frames")
+        >>> tuple(batch["pixel_values"].shape), batch["num_frames"]
+        ((8, 3, 8, 8), 4)
+    """
+    shapes = {tuple(it[key].shape) for it in items}
+    if len(shapes) != 1:
+        raise BadInputError(f"a batch mixes {key} shapes {sorted(shapes)}; every batch must have one size and length")
+    return {
+        "pixel_values": torch.cat([it[key] for it in items]),
+        **{extra: torch.cat([it[extra] for it in items]) for extra in extras},
+        "captions": [it["caption"] for it in items],
+        "indices": [it.get("index", -1) for it in items],
+        count: int(items[0][key].shape[0]),
+    }
+
+
 def make_source(spec: Any, num_items: int = 1000, seed: int = 0) -> Any:
     """A data source from a spec.
 

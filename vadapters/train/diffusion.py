@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -33,13 +32,20 @@ from torch import nn
 
 from vadapters.core import hosts, inject, save_pretrained
 from vadapters.core.config import AdapterConfig
-from vadapters.core.io import atomic_write
+from vadapters.core.io import current_umask
 from vadapters.core.registry import get_method
 from vadapters.errors import BadInputError
-from vadapters.train.buckets import BucketBatchSampler, parse_resolutions
-from vadapters.train.data import BucketedDataset, collate_image_caption
+from vadapters.train.buckets import parse_resolutions
+from vadapters.train.data import BucketedDataset, collate_image_caption, make_source
 
-__all__ = ["DiffusionAdapterRecipe", "check_resolutions", "resolution_multiple"]
+__all__ = [
+    "DiffusionAdapterRecipe",
+    "build_diffusion_recipe",
+    "check_resolutions",
+    "load_training_pipeline",
+    "resolution_multiple",
+    "write_validation_grid",
+]
 
 
 def resolution_multiple(pipe: Any) -> int:
@@ -84,7 +90,11 @@ class DiffusionAdapterRecipe:
         validation_kwargs (`dict`, optional): extra pipeline arguments for validation (default:
             `num_inference_steps=10`).
         seed (`int`): seed of the adapter initialisation, the noise/timestep generator and validation.
+
+    Subclasses for one method (a view-set or clip recipe) set `config_cls`; other configs are refused.
     """
+
+    config_cls: type | None = None
 
     def __init__(
         self,
@@ -107,6 +117,10 @@ class DiffusionAdapterRecipe:
         ]
         if missing:
             raise BadInputError(f"{type(pipe).__name__} lacks {missing}; expected a Stable Diffusion (XL) pipeline")
+        if self.config_cls is not None and not isinstance(config, self.config_cls):
+            raise BadInputError(
+                f"{type(self).__name__} trains a {self.config_cls.__name__}, got {type(config).__name__}"
+            )
         if not 0.0 <= caption_dropout <= 1.0:
             raise BadInputError(f"caption_dropout must be in [0, 1], got {caption_dropout!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -138,11 +152,12 @@ class DiffusionAdapterRecipe:
                 inject(pipe, config, adapter_name)
             self.pipe, self.adapter_name, self.seed = pipe, adapter_name, int(seed)
             self.model = hosts.resolve_target(pipe, component)
-            injector = get_method(config.method).injector_cls()
-            self._params = list(injector.adapter_parameters(self.model, adapter_name))
+            spec = get_method(config.method)
+            self._params = list(spec.injector_cls().adapter_parameters(self.model, adapter_name))
             # Optional per-method extras (e.g. SaRA's regulariser and re-selection): see `on_train_begin`.
-            make_hooks = getattr(injector, "training_hooks", None)
+            make_hooks = spec.training_hooks
             self.method_hooks = make_hooks(self.model, adapter_name, seed=seed) if make_hooks else None
+        self.config = config
         self.source, self.batch_size, self.caption_dropout = data_source, batch_size, float(caption_dropout)
         self.collate = collate_image_caption
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -159,9 +174,6 @@ class DiffusionAdapterRecipe:
     # ------------------------------------------------------------------------------------------------ protocol
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self._params
-
-    def batch_sampler(self, seed: int, batch_size: int) -> BucketBatchSampler:
-        return BucketBatchSampler(len(self.dataset), batch_size, self.resolutions, seed=seed, drop_last=True)
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
         """Run the trained module through its prepared wrapper; move the frozen parts to the device."""
@@ -220,29 +232,49 @@ class DiffusionAdapterRecipe:
             "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)},
         }
 
-    def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
-        """MSE between the UNet output and the scheduler's target on one batch (plus the method's extra loss)."""
-        if self.method_hooks is not None:
-            self.method_hooks.before_loss(step)
-        pixels = batch["pixel_values"]
-        captions = list(batch["captions"])
+    def drop_captions(self, captions: Sequence[str]) -> list[str]:
+        """Each caption replaced by `""` with probability `caption_dropout` (draws from the recipe's generator)."""
+        captions = list(captions)
         if self.caption_dropout > 0:
             drop = (torch.rand(len(captions), generator=self.generator) < self.caption_dropout).tolist()
             captions = ["" if d else c for c, d in zip(captions, drop)]
+        return captions
+
+    def encode(self, pixels: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """`(latents, UNet conditioning kwargs)`: images through the frozen VAE, captions through the text
+        encoder(s) (with gradients only when they train)."""
         with torch.no_grad():
             latents = self._encode_images(pixels)
         with torch.set_grad_enabled(self._text_encoder_trainable):
             cond = self._encode_prompts(captions, pixels.shape[-2], pixels.shape[-1])
-        steps = self.noise_scheduler.config.num_train_timesteps
+        return latents, cond
+
+    def sample_noise(self, latents: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise shaped like `latents` and `count` training timesteps (on the CPU), in that order from the recipe's
+        generator, so that a resumed run draws the same numbers."""
         noise = torch.randn(latents.shape, generator=self.generator).to(latents.device, latents.dtype)
-        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=self.generator).to(latents.device)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        return noise, torch.randint(0, steps, (count,), generator=self.generator)
+
+    def noisy_and_target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DDPM-noised latents and what the UNet regresses on for the scheduler's `prediction_type`."""
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = latents
+            return noisy, noise
+        if self.prediction_type == "v_prediction":
+            return noisy, self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        return noisy, latents
+
+    def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
+        """MSE between the UNet output and the scheduler's target on one batch (plus the method's extra loss)."""
+        if self.method_hooks is not None:
+            self.method_hooks.before_loss(step)
+        latents, cond = self.encode(batch["pixel_values"], self.drop_captions(batch["captions"]))
+        noise, timesteps = self.sample_noise(latents, latents.shape[0])
+        timesteps = timesteps.to(latents.device)
+        noisy, target = self.noisy_and_target(latents, noise, timesteps)
         prediction = self._unet(noisy, timesteps, **cond, return_dict=False)[0]
         loss = F.mse_loss(prediction.float(), target.float())
         extra = self.method_hooks.extra_loss(step) if self.method_hooks is not None else None
@@ -257,8 +289,6 @@ class DiffusionAdapterRecipe:
 
     def validate(self, step: int, output_dir: str) -> list[str]:
         """Generate every prompt at every validation size (fixed seed) into `validation/step-N.png`."""
-        from PIL import Image
-
         pipe = self.pipe
         saved_bar = dict(getattr(pipe, "_progress_bar_config", {}))
         pipe.set_progress_bar_config(disable=True)
@@ -277,12 +307,7 @@ class DiffusionAdapterRecipe:
                     rows.append(row)
         finally:
             pipe._progress_bar_config = saved_bar
-        grid = _grid(rows)
-        path = os.path.join(output_dir, "validation", f"step-{step}.png")
-        buffer = io.BytesIO()
-        Image.fromarray(grid).save(buffer, format="PNG")
-        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
-        return [path]
+        return [write_validation_grid(rows, output_dir, step)]
 
     def save(self, output_dir: str) -> list[str]:
         """Write the adapter (`adapter_config.json` + `adapter_model.safetensors`), or the whole pipeline for base
@@ -290,6 +315,62 @@ class DiffusionAdapterRecipe:
         if self.adapter_name is None:
             return [save_pipeline_atomically(self.pipe, os.path.join(output_dir, "pipeline"))]
         return save_pretrained(self.pipe, output_dir, adapter_names=[self.adapter_name])
+
+
+def write_validation_grid(rows: list[list[np.ndarray]], output_dir: str, step: int) -> str:
+    """The one validation writer of the diffusion recipes: rows of uint8 images as `validation/step-N.png`."""
+    from vadapters.pipelines.loading import image_grid, save_image
+
+    return save_image(image_grid(rows), os.path.join(output_dir, "validation", f"step-{step}.png"))
+
+
+def load_training_pipeline(base: Any) -> tuple[Any, str | None]:
+    """`(pipeline, where it came from)` for training: a pipeline object (as is), a local folder, or None (the tiny
+    architecture with seeded weights, so that tests and demos train from a known start)."""
+    if base is None:
+        from vadapters.models import tiny_sd_pipeline
+
+        return tiny_sd_pipeline(), None
+    if isinstance(base, (str, os.PathLike)):
+        from vadapters.models.loading import load_pipeline
+
+        return load_pipeline(os.fspath(base)), os.path.abspath(os.fspath(base))
+    return base, getattr(base, "name_or_path", None) or None
+
+
+def build_diffusion_recipe(
+    inputs: Any,
+    *,
+    method: str,
+    resolutions: Any = "16,24,32",
+    num_items: int = 1000,
+    caption_dropout: float = 0.0,
+    validation_prompts: list[str] | None = None,
+    validation_resolutions: Any = None,
+    validation_kwargs: dict[str, Any] | None = None,
+) -> DiffusionAdapterRecipe:
+    """The recipe of a UNet adapter (`method`) from `inputs` (a `vadapters.train.recipes.RecipeInputs`): its base
+    as `load_training_pipeline` reads it, its data `"synthetic"` disc scenes by default, a folder of images with
+    captions, or a source object."""
+    config = get_method(method).config_cls.from_overrides(inputs.config_overrides)
+    pipe, base_path = load_training_pipeline(inputs.base)
+    if base_path and config.base_model_name_or_path is None:
+        config = config.replace(base_model_name_or_path=base_path)
+    data = "synthetic" if inputs.data is None else inputs.data
+    source = make_source(data, num_items=num_items, seed=inputs.seed)
+    return DiffusionAdapterRecipe(
+        pipe,
+        config,
+        source,
+        resolutions,
+        inputs.batch_size,
+        adapter_name=inputs.adapter_name,
+        caption_dropout=caption_dropout,
+        validation_prompts=validation_prompts,
+        validation_resolutions=validation_resolutions,
+        validation_kwargs=validation_kwargs,
+        seed=inputs.seed,
+    )
 
 
 def save_pipeline_atomically(pipe: Any, target: str) -> str:
@@ -301,6 +382,7 @@ def save_pipeline_atomically(pipe: Any, target: str) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the folder gets the user's umask
         pipe.save_pretrained(tmp, safe_serialization=True)
         old = None
         if os.path.exists(target):
@@ -313,16 +395,3 @@ def save_pipeline_atomically(pipe: Any, target: str) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
-    """Rows of uint8 HxWx3 images (any sizes) on a grey canvas, one cell per image, top-left aligned."""
-    cell_h = max(im.shape[0] for row in rows for im in row)
-    cell_w = max(im.shape[1] for row in rows for im in row)
-    n_cols = max(len(row) for row in rows)
-    canvas = np.full((pad + len(rows) * (cell_h + pad), pad + n_cols * (cell_w + pad), 3), 128, dtype=np.uint8)
-    for r, row in enumerate(rows):
-        for c, im in enumerate(row):
-            y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
-            canvas[y : y + im.shape[0], x : x + im.shape[1]] = im
-    return canvas

@@ -11,8 +11,10 @@ Recipe protocol (attributes and methods the trainer uses; the optional ones may 
 - `recipe.trainable_parameters()` -> iterable of `nn.Parameter` (all with `requires_grad=True`, all inside
   `recipe.model`); the optimizer sees only these, and checkpoints store only these.
 - `recipe.dataset`: a map-style dataset.
-- `recipe.batch_sampler(seed, batch_size)` -> a batch sampler with `__len__` and `set_epoch(epoch)` whose
-  batches depend on `(seed, epoch)` only (e.g. `BucketBatchSampler`); resuming skips the consumed batches.
+- `recipe.batch_sampler(seed, batch_size)` (optional) -> a batch sampler with `__len__` and `set_epoch(epoch)`
+  whose batches depend on `(seed, epoch)` only; resuming skips the consumed batches. Without it the trainer uses
+  `BucketBatchSampler` over `recipe.resolutions` (a list of `(height, width)`), whose items are
+  `(index, height, width)` keys of `recipe.dataset`.
 - `recipe.collate` (optional): the `DataLoader`'s `collate_fn`.
 - `recipe.batch_size` (optional `int`): used when `TrainingArguments.batch_size` is `None`.
 - `recipe.setup(accelerator, model)` (optional): called once after `prepare`, with the prepared (possibly
@@ -212,8 +214,10 @@ class Trainer:
     """
 
     def __init__(self, recipe: Any, args: TrainingArguments) -> None:
-        needed = ("model", "trainable_parameters", "dataset", "batch_sampler", "loss", "save")
+        needed = ("model", "trainable_parameters", "dataset", "loss", "save")
         missing = [a for a in needed if not hasattr(recipe, a)]
+        if not hasattr(recipe, "batch_sampler") and not hasattr(recipe, "resolutions"):
+            missing.append("batch_sampler or resolutions")
         if missing:
             raise BadInputError(f"{type(recipe).__name__} is not a training recipe: it lacks {missing}")
         if not isinstance(recipe.model, nn.Module):
@@ -246,7 +250,12 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         recipe, args = self.recipe, self.args
-        sampler = recipe.batch_sampler(seed, self.batch_size)
+        if hasattr(recipe, "batch_sampler"):
+            sampler = recipe.batch_sampler(seed, self.batch_size)
+        else:
+            from vadapters.train.buckets import BucketBatchSampler
+
+            sampler = BucketBatchSampler(len(recipe.dataset), self.batch_size, list(recipe.resolutions), seed=seed)
         if len(sampler) == 0:
             raise BadInputError(f"an epoch has no batches ({len(recipe.dataset)} items, batch size {self.batch_size})")
         loader = DataLoader(

@@ -361,8 +361,8 @@ def train_tiny_animatediff(
         >>> summary = train_tiny_animatediff("outputs/anim", "weights/tiny-sd", steps=2000)  # doctest: +SKIP
         >>> summary["metrics"]["trained"]["direction_accuracy"]  # doctest: +SKIP
     """
+    from vadapters.models.loading import load_pipeline
     from vadapters.models.video import DEFAULT_SD, _default_folder, animatediff_from_sd, tiny_motion_adapter
-    from vadapters.pipelines import load_pipeline
     from vadapters.synthetic.motion import MotionClips
 
     for name, value in (("steps", steps), ("batch_size", batch_size), ("num_items", num_items)):

@@ -8,40 +8,39 @@ batches of images **in [0, 1]** (`[B, 3, H, W]`), normalises them with the model
     probs = adapted(images)                   # predict (and adapt, for methods that learn)
     adapted.reset()                           # back to the source state
     state = adapted.state_dict()              # what adaptation changed (tensors only)
-    adapted.save_pretrained("run/")           # tta_config.json + tta_state.safetensors, atomic
+    adapted.save_pretrained("run/")           # adapter_config.json + adapter_model.safetensors, atomic
 
 `episodic=True` resets before every batch; otherwise the wrapper adapts continually. The user's model is never
 modified: methods that train parameters (TENT, CoTTA) work on a private copy, the others only read it.
 
-TTA wrappers are deliberately *not* registered in `vadapters.core.registry`: registry methods are injected into a
-host and must pass the method matrix (zero-init no-op, fuse/unload, ...), while a TTA wrapper is a runtime policy
-around a frozen classifier. They keep the registry's conventions instead: a dataclass config with `to_dict` /
-`from_dict` (unknown keys dropped with a warning), safetensors state, strict loading.
+The configs are `vadapters.core.AdapterConfig`s and the files are the core's (`adapter_config.json` stamped with the
+method and version, `adapter_model.safetensors`, both written atomically, read strictly). The runtime stays here:
+a TTA wrapper is a policy around a frozen classifier, called per batch by the stream runner, not an adapter
+injected into a host, so the wrappers are not in `vadapters.core.registry` (whose methods must pass the method
+matrix: zero-init no-op, fuse, unload); `vadapters.tta.METHODS` names them for the runner and the CLI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from vadapters.core.io import atomic_write_text, load_tensors, save_tensors
+from vadapters.core.config import AdapterConfig, read_config_dict
+from vadapters.core.io import WEIGHTS_NAME, load_tensors, save_tensors
 from vadapters.errors import BadInputError, CheckpointError
 
-CONFIG_NAME = "tta_config.json"
-STATE_NAME = "tta_state.safetensors"
+_CORE_KEYS = ("method", "vadapters_version", "base_model_name_or_path", "base_signature", "target_component")
 
 
 @dataclasses.dataclass
-class TTAConfig:
-    """Settings shared by every wrapper.
+class TTAConfig(AdapterConfig):
+    """Settings shared by every wrapper (plus `AdapterConfig`'s provenance fields).
 
     Args:
         episodic (`bool`): reset to the source state before every batch (otherwise continual).
@@ -61,29 +60,11 @@ class TTAConfig:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(float(v) for v in value))
-        self.validate()
+        super().__post_init__()
 
     def validate(self) -> None:
         if self.std is not None and min(self.std) <= 0:
             raise BadInputError(f"std must be positive, got {self.std}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-        return {"method": self.method, **data}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TTAConfig:
-        """Build from `to_dict()` output; unknown keys are dropped with a warning (forward compatibility)."""
-        data = dict(data)
-        method = data.pop("method", cls.method)
-        if method != cls.method:
-            raise CheckpointError(f"config is for TTA method {method!r}, not {cls.method!r}; use {method}'s class")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            warnings.warn(f"{cls.__name__}: ignoring unknown config keys {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def split_classifier(
@@ -276,29 +257,22 @@ class TTAMethod:
                 live[key].copy_(state[key])
 
     def save_pretrained(self, directory: str | os.PathLike) -> list[str]:
-        """Write `tta_config.json` and `tta_state.safetensors` (atomic); returns the written paths."""
-        os.makedirs(directory, exist_ok=True)
-        config_path, state_path = os.path.join(directory, CONFIG_NAME), os.path.join(directory, STATE_NAME)
-        config = self.config.to_dict()
-        save_tensors(self.state_dict(), state_path, metadata={"tta_method": config["method"]})
-        atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
-        return [config_path, state_path]
+        """Write `adapter_config.json` and `adapter_model.safetensors` (atomic); returns the written paths."""
+        state_path = os.path.join(directory, WEIGHTS_NAME)
+        save_tensors(self.state_dict(), state_path, metadata={"method": self.config.method})
+        return [self.config.save_pretrained(directory), state_path]
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike, **kwargs: Any) -> TTAMethod:
         """Rebuild a wrapper around `model` from `save_pretrained` output (strict)."""
-        config_path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(config_path):
-            raise CheckpointError(f"no {CONFIG_NAME} in {directory!r}; expected the output of save_pretrained")
-        with open(config_path, encoding="utf-8") as fh:
-            config = cls.config_cls.from_dict(json.load(fh))
+        config = cls.config_cls.from_dict(read_config_dict(directory))
         wrapper = cls(model, config, **kwargs)
-        tensors, _ = load_tensors(os.path.join(directory, STATE_NAME))
+        tensors, _ = load_tensors(os.path.join(directory, WEIGHTS_NAME))
         wrapper.load_state_dict(tensors)
         return wrapper
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items() if k != "method")
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items() if k not in _CORE_KEYS)
         return f"{type(self).__name__}({fields})"
 
 

@@ -39,7 +39,6 @@ register_method(
         config_cls=I2VAdapterConfig,
         injector_cls=I2VAdapterInjector,
         hosts=("diffusers.unet",),
-        prefix="to_",
         description="First-frame attention branch on a UNetMotionModel's spatial attn1 (image-to-video)",
         detect=conversion.detect,
         convert=conversion.convert,

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from vadapters.core.io import read_checkpoint
+from vadapters.core.io import foreign_tensor_names, read_checkpoint
 from vadapters.errors import CheckpointError
 from vadapters.methods.i2v_adapter.config import I2VAdapterConfig
 
@@ -78,28 +78,13 @@ def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def _keys(path: str) -> list[str]:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as fh:
-        if (fh.metadata() or {}).get("vadapters_config"):
-            return []
-        return list(fh.keys())
-
-
 def detect(path: str) -> bool:
     """True for an official I2V-Adapter safetensors file (`attn1.to_q_ff` keys, no vadapters config).
 
     Pickled `.pth` files are not sniffed here (vadapters never unpickles during detection); convert them with
     `convert_file` or load them with `load_official`.
     """
-    if not (os.path.isfile(path) and path.endswith(".safetensors")):
-        return False
-    try:
-        keys = _keys(path)
-    except Exception:  # noqa: BLE001 - not ours to diagnose here
-        return False
-    return any(_OFFICIAL_KEY.match(k) for k in keys)
+    return any(_OFFICIAL_KEY.match(k) for k in foreign_tensor_names(path))
 
 
 def convert(path: str) -> tuple[I2VAdapterConfig, dict[str, torch.Tensor]]:

@@ -26,7 +26,6 @@ register_method(
         config_cls=MVAdapterConfig,
         injector_cls=MVAdapterInjector,
         hosts=("diffusers.unet",),
-        prefix="to_",
         description="Multi-view attention (row / rowcol6 / full) + optional reference branch and camera encoder",
         detect=conversion.detect,
         convert=conversion.convert,

@@ -23,12 +23,11 @@ What the config is read from (the file's content, never its name):
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import torch
 
-from vadapters.core.io import load_tensors
+from vadapters.core.io import foreign_tensor_names, load_tensors
 from vadapters.errors import CheckpointError
 from vadapters.methods.mv_adapter.condition import ENCODER_ATTRIBUTE
 from vadapters.methods.mv_adapter.config import TOPOLOGIES, MVAdapterConfig
@@ -117,24 +116,9 @@ def infer_config(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] |
     return MVAdapterConfig(**kwargs)
 
 
-def _keys(path: str) -> list[str]:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as fh:
-        if (fh.metadata() or {}).get("vadapters_config"):
-            return []
-        return list(fh.keys())
-
-
 def detect(path: str) -> bool:
     """True for an official MV-Adapter safetensors file (processor `_mv` keys, no vadapters config)."""
-    if not (os.path.isfile(path) and path.endswith(".safetensors")):
-        return False
-    try:
-        keys = _keys(path)
-    except Exception:  # noqa: BLE001 - not ours to diagnose here
-        return False
-    return any(k.endswith("processor.to_q_mv.weight") for k in keys)
+    return any(k.endswith("processor.to_q_mv.weight") for k in foreign_tensor_names(path))
 
 
 def convert(path: str) -> tuple[MVAdapterConfig, dict[str, torch.Tensor]]:

@@ -12,7 +12,6 @@ register_method(
         config_cls=ResAdapterConfig,
         injector_cls=ResAdapterInjector,
         hosts=("diffusers.unet",),
-        prefix="lora_",
         supports_merge=True,
         description="Resolution adapter: conv LoRA on down/upsamplers + resnet GroupNorm affines",
         detect=conversion.detect,

@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from vadapters.core.io import load_tensors, save_tensors
+from vadapters.core.io import foreign_tensor_names, load_tensors, save_tensors
 from vadapters.errors import CheckpointError
 from vadapters.methods.res_adapter.config import ResAdapterConfig
 
@@ -50,13 +50,7 @@ def detect(path: str) -> bool:
     lora = _find(path, LORA_FILES)
     if lora is None:
         return _find(path, NORM_FILES[1:]) is not None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(lora, framework="pt") as fh:
-            keys = list(fh.keys())
-    except Exception:  # noqa: BLE001 - not ours to diagnose here
-        return False
+    keys = foreign_tensor_names(lora)
     return bool(keys) and all(_KOHYA_KEY.match(k) for k in keys)
 
 

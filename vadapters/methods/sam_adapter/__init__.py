@@ -19,7 +19,6 @@ register_method(
         config_cls=SAMAdapterConfig,
         injector_cls=SAMAdapterInjector,
         hosts=("sam",),
-        prefix="prompt_generator",
         supports_merge=False,
         description="SAM-Adapter: embedding + high-frequency prompts at every SAM ViT block, tuned mask decoder",
         detect=conversion.detect,

@@ -156,17 +156,10 @@ def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def detect(path: str) -> bool:
     """True for a `.safetensors` file with official SAM-Adapter keys (`.pth` files go through `convert`)."""
-    from vadapters.core.io import sniff_format
+    from vadapters.core.io import foreign_tensor_names
 
-    if not os.path.isfile(path) or sniff_format(path) != "safetensors":
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt", device="cpu") as fh:
-            return any(k.removeprefix("module.") == OFFICIAL_PREFIX + "shared_mlp.weight" for k in fh.keys())  # noqa: SIM118
-    except Exception:  # noqa: BLE001
-        return False
+    target = OFFICIAL_PREFIX + "shared_mlp.weight"
+    return any(k.removeprefix("module.") == target for k in foreign_tensor_names(path))
 
 
 def convert(path: str | os.PathLike) -> tuple[SAMAdapterConfig, dict[str, torch.Tensor]]:

@@ -91,18 +91,15 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)  # fp32 for half precisions, else the dtype itself
 
 
-def _logits(q, kt, rel_h, rel_w, start, end, lse=None):
-    """Chunk `[start, end)` of the logits `q k^T + rel_h[key row] + rel_w[key column]` in fp32; minus `lse`
-    and exponentiated (the probabilities) when `lse` is given."""
+def _probabilities(q, kt, rel_h, rel_w, scale, start, end):
+    """Rows `[start, end)` of `softmax(scale * q k^T + rel_h[key row] + rel_w[key column])` (fp32 for half
+    precisions), and the scaled query chunk."""
     hk, wk = rel_h.shape[-1], rel_w.shape[-1]
-    acc = _accumulation_dtype(q.dtype)
-    logits = torch.bmm(q[:, start:end], kt).to(acc).view(q.shape[0], end - start, hk, wk)
+    q_chunk = q[:, start:end] * scale
+    logits = torch.bmm(q_chunk, kt).to(_accumulation_dtype(q.dtype)).view(q.shape[0], end - start, hk, wk)
     logits += rel_h[:, start:end, :, None]
     logits += rel_w[:, start:end, None, :]
-    logits = logits.view(q.shape[0], end - start, hk * wk)
-    if lse is None:
-        return logits
-    return logits.sub_(lse[:, start:end, None]).exp_()
+    return torch.softmax(logits.view(q.shape[0], end - start, hk * wk), -1), q_chunk
 
 
 def _accumulate(total: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -114,67 +111,64 @@ def _accumulate(total: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 class _RelPosAttention(torch.autograd.Function):
-    """softmax(q k^T + decomposed relative position) v, one chunk of queries at a time, recomputed in backward."""
+    """softmax(scale q k^T + decomposed relative position) v, one chunk of queries at a time; backward recomputes
+    each chunk's probabilities, so only the inputs and the output are kept."""
 
     @staticmethod
-    def forward(ctx, q, k, v, rel_h, rel_w, chunk):
-        n = q.shape[1]
+    def forward(ctx, q, k, v, rel_h, rel_w, scale, chunk):
         out = torch.empty_like(v)
-        lse = torch.empty(q.shape[:2], dtype=_accumulation_dtype(q.dtype), device=q.device)
         kt = k.transpose(1, 2)
-        for start in range(0, n, chunk):
-            end = min(start + chunk, n)
-            logits = _logits(q, kt, rel_h, rel_w, start, end)
-            lse[:, start:end] = torch.logsumexp(logits, -1)
-            probs = logits.sub_(lse[:, start:end, None]).exp_()
+        for start in range(0, q.shape[1], chunk):
+            end = min(start + chunk, q.shape[1])
+            probs, _ = _probabilities(q, kt, rel_h, rel_w, scale, start, end)
             out[:, start:end] = torch.bmm(probs.to(v.dtype), v)
-        ctx.save_for_backward(q, k, v, rel_h, rel_w, out, lse)
-        ctx.chunk = chunk
+        ctx.save_for_backward(q, k, v, rel_h, rel_w, out)
+        ctx.scale, ctx.chunk = scale, chunk
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, rel_h, rel_w, out, lse = ctx.saved_tensors
-        n, hk, wk = q.shape[1], rel_h.shape[-1], rel_w.shape[-1]
-        grad_out = grad_out.contiguous()
-        dq = torch.empty_like(q)
+        q, k, v, rel_h, rel_w, out = ctx.saved_tensors
+        hk, wk = rel_h.shape[-1], rel_w.shape[-1]
         acc = _accumulation_dtype(q.dtype)
+        grad_out = grad_out.contiguous()
+        dq, dh, dw = torch.empty_like(q), torch.empty_like(rel_h), torch.empty_like(rel_w)
         dk = torch.zeros_like(k, dtype=acc)  # summed over chunks: in fp32 under mixed precision
         dv = torch.zeros_like(v, dtype=acc)
-        dh, dw = torch.empty_like(rel_h), torch.empty_like(rel_w)
         delta = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # rowsum(P * dP) = rowsum(dO * O)
         kt, vt = k.transpose(1, 2), v.transpose(1, 2)
-        for start in range(0, n, ctx.chunk):
-            end = min(start + ctx.chunk, n)
-            probs = _logits(q, kt, rel_h, rel_w, start, end, lse)
+        for start in range(0, q.shape[1], ctx.chunk):
+            end = min(start + ctx.chunk, q.shape[1])
+            probs, q_chunk = _probabilities(q, kt, rel_h, rel_w, ctx.scale, start, end)
             g = grad_out[:, start:end]
             _accumulate(dv, probs.transpose(1, 2).to(g.dtype), g)
-            dscores = torch.bmm(g, vt).to(acc).sub_(delta[:, start:end]).mul_(probs)
-            four = dscores.view(q.shape[0], end - start, hk, wk)
-            dh[:, start:end] = four.sum(-1)
-            dw[:, start:end] = four.sum(-2)
-            dscores = dscores.to(q.dtype)
-            dq[:, start:end] = torch.bmm(dscores, k)
-            _accumulate(dk, dscores.transpose(1, 2), q[:, start:end])
-        return dq, dk.to(k.dtype), dv.to(v.dtype), dh, dw, None
+            dlogits = torch.bmm(g, vt).to(acc).sub_(delta[:, start:end]).mul_(probs)
+            grid = dlogits.view(q.shape[0], end - start, hk, wk)
+            dh[:, start:end] = grid.sum(-1)
+            dw[:, start:end] = grid.sum(-2)
+            dlogits = dlogits.to(q.dtype)
+            dq[:, start:end] = torch.bmm(dlogits, k).mul_(ctx.scale)
+            _accumulate(dk, dlogits.transpose(1, 2), q_chunk)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), dh, dw, None, None
 
 
-def rel_pos_attention(q, k, v, rel_h, rel_w, query_chunk: int | None = None) -> torch.Tensor:
+def rel_pos_attention(q, k, v, rel_h, rel_w, scale: float = 1.0, query_chunk: int | None = None) -> torch.Tensor:
     """Attention with SAM's decomposed relative position, without keeping the attention matrix.
 
     Args:
-        q, k, v (`torch.Tensor`): `[B, N, d]`, `q` already scaled; keys on an `Hk x Wk` grid (row-major).
+        q, k, v (`torch.Tensor`): `[B, N, d]`; keys on an `Hk x Wk` grid (row-major).
         rel_h, rel_w (`torch.Tensor`): `[B, N, Hk]` and `[B, N, Wk]`, added to the logits of each key's row /
             column (SAM's `add_decomposed_rel_pos` terms).
+        scale (`float`): multiplies `q k^T`.
         query_chunk (`int`, optional): queries per chunk (None: at most 2**24 logits per chunk).
 
     Returns:
-        `[B, N, d]`, equal to `softmax(q k^T + rel_h[..., row] + rel_w[..., col]) v`.
+        `[B, N, d]`, equal to `softmax(scale q k^T + rel_h[..., row] + rel_w[..., col]) v`.
     """
     if query_chunk is None:
         query_chunk = max(1, CHUNK_ELEMENTS // max(1, q.shape[0] * k.shape[1]))
     with torch.autocast(q.device.type, enabled=False):
-        return _RelPosAttention.apply(q, k, v, rel_h, rel_w, int(query_chunk))
+        return _RelPosAttention.apply(q, k, v, rel_h, rel_w, float(scale), int(query_chunk))
 
 
 def efficient_attention_forward(attention: nn.Module, x: torch.Tensor, query_chunk: int | None = None):
@@ -188,14 +182,14 @@ def efficient_attention_forward(attention: nn.Module, x: torch.Tensor, query_chu
         q, k, v = qkv.unbind(0)  # [B, heads, N, d]; SDPA's default scale is SAM's head_dim ** -0.5
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
     else:
-        q, k, v = qkv.reshape(3, b * heads, h * w, -1).unbind(0)
+        # own copies, so that the qkv projection's output is not kept alive by views of it
+        q, k, v = (t.contiguous() for t in qkv.reshape(3, b * heads, h * w, -1).unbind(0))
         dtype = q.dtype
         rows, cols = get_rel_pos(h, h, attention.rel_pos_h), get_rel_pos(w, w, attention.rel_pos_w)
-        grid = q.reshape(b * heads, h, w, -1)
+        grid = q.view(b * heads, h, w, -1)
         rel_h = torch.einsum("bhwc,hkc->bhwk", grid, rows.to(dtype)).reshape(b * heads, h * w, h)
         rel_w = torch.einsum("bhwc,wkc->bhwk", grid, cols.to(dtype)).reshape(b * heads, h * w, w)
-        q = (q * attention.scale).contiguous()
-        out = rel_pos_attention(q, k.contiguous(), v.contiguous(), rel_h.to(dtype), rel_w.to(dtype), query_chunk)
+        out = rel_pos_attention(q, k, v, rel_h.to(dtype), rel_w.to(dtype), attention.scale, query_chunk)
         out = out.view(b, heads, h * w, -1).transpose(1, 2)
     return attention.proj(out.reshape(b, h, w, -1))
 

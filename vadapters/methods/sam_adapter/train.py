@@ -1,4 +1,7 @@
-"""SAM-Adapter training recipe for the one `vadapters.train.trainer.Trainer`, plus evaluation.
+"""SAM-Adapter training recipe (loss, trainable set, batches) and evaluation; the one trainer runs it.
+
+The recipe is registered for the trainer in `vadapters.train.recipes.sam_adapter`: train with
+`vadapters.train.train_adapter("sam_adapter", ...)` (or `vadapters train-sam-adapter`).
 
 Loss: `BCEWithLogits + (1 - soft IoU)` (camouflage, polyp; official `loss: iou`) or balanced BCE (shadows; official
 `loss: bbce`), on the full-resolution logits, padding excluded. AdamW + cosine schedule come from the trainer;
@@ -6,12 +9,13 @@ validation runs on a held-out part of the training data (never on test data); ho
 only augmentation, as in the official code.
 
 Example:
-    >>> import tempfile
-    >>> out = tempfile.mkdtemp()
-    >>> summary = train_sam_adapter(None, data="synthetic:camouflage", output_dir=out, steps=2, batch_size=2,
-    ...                             num_items=6, config_overrides={"scale_factor": 8}, checkpoint_every=0)
-    >>> summary["steps"], sorted(summary["validation"])[:3]
-    (2, ['BER', 'BER_per_image', 'E'])
+    >>> from vadapters.models import tiny_sam
+    >>> from vadapters.methods.sam_adapter.data import make_segmentation_source
+    >>> source = make_segmentation_source("synthetic:camouflage", num_items=6, size=(64, 64))
+    >>> recipe = SAMAdapterRecipe(tiny_sam(), SAMAdapterConfig(scale_factor=8), source, batch_size=2)
+    >>> batch = recipe.collate([recipe.dataset[(i, 64, 64)] for i in range(2)])
+    >>> bool(recipe.loss(batch, 0).isfinite())
+    True
 """
 
 from __future__ import annotations
@@ -25,17 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vadapters.core.api import inject, save_pretrained
 from vadapters.core.hosts.sam import decode_masks
+from vadapters.core.io import atomic_write_text, save_tensors
+from vadapters.core.registry import get_method
 from vadapters.errors import BadInputError
 from vadapters.methods.sam_adapter.config import SAMAdapterConfig
 from vadapters.methods.sam_adapter.data import (
     SAMSegmentationDataset,
     collate_segmentation,
-    make_segmentation_source,
     split_indices,
 )
 from vadapters.methods.sam_adapter.lean import enable_lean_training
-from vadapters.models import load_sam
 
 LOSSES = ("iou", "bbce", "bce")
 MODES = ("adapter", "full")
@@ -122,8 +127,6 @@ class SAMAdapterRecipe:
         hflip: bool = True,
         lean: Any = False,
     ) -> None:
-        import vadapters
-
         if loss not in LOSSES or mode not in MODES:
             raise BadInputError(f"loss must be one of {LOSSES} and mode one of {MODES}; got {loss!r}, {mode!r}")
         self.model, self.mode, self.adapter_name, self.hflip = sam, mode, adapter_name, hflip
@@ -132,11 +135,12 @@ class SAMAdapterRecipe:
         self.dataset = SAMSegmentationDataset(source, sam, train_idx)
         self.val_dataset = SAMSegmentationDataset(source, sam, val_idx) if val_idx else None
         self.batch_size = int(batch_size)
+        self.resolutions = [(self.dataset.img_size, self.dataset.img_size)]
         self.collate = collate_segmentation
         self.generator = torch.Generator().manual_seed(seed)
         if mode == "adapter":
-            vadapters.inject(sam, config or SAMAdapterConfig(), adapter_name=adapter_name)
-            injector = vadapters.get_method("sam_adapter").injector_cls()
+            inject(sam, config or SAMAdapterConfig(), adapter_name=adapter_name)
+            injector = get_method("sam_adapter").injector_cls()
             self._params = injector.adapter_parameters(sam, adapter_name)
         else:
             sam.requires_grad_(True)
@@ -148,12 +152,6 @@ class SAMAdapterRecipe:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._params)
-
-    def batch_sampler(self, seed: int, batch_size: int):
-        from vadapters.train.buckets import BucketBatchSampler
-
-        size = self.dataset.img_size
-        return BucketBatchSampler(len(self.dataset), batch_size, [(size, size)], seed=seed)
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
         self._sam = model
@@ -193,84 +191,22 @@ class SAMAdapterRecipe:
         result = {"step": step, **evaluate(sam, self.val_dataset, self.batch_size)}
         self.validations.append(result)
         path = os.path.join(output_dir, "validation", f"step-{step}.json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        from vadapters.core.io import atomic_write_text
-
         atomic_write_text(path, json.dumps(result, indent=2))
         return [path]
 
     def save(self, output_dir: str) -> list[str]:
-        import vadapters
-
         if self.mode == "adapter":
-            return vadapters.save_pretrained(self.model, output_dir, [self.adapter_name])
-        from vadapters.core.io import save_tensors
-
+            return save_pretrained(self.model, output_dir, [self.adapter_name])
         path = os.path.join(output_dir, "sam.safetensors")
         save_tensors(self.model.state_dict(), path, {"format": "pt"})
         return [path]
 
-
-def train_sam_adapter(
-    sam: Any = None,
-    *,
-    data: Any = "synthetic:camouflage",
-    output_dir: str | os.PathLike,
-    steps: int = 200,
-    batch_size: int = 4,
-    learning_rate: float = 2e-4,
-    loss: str = "iou",
-    config_overrides: dict[str, Any] | None = None,
-    seed: int = 0,
-    num_items: int = 400,
-    val_fraction: float = 0.1,
-    checkpoint_every: int = 50,
-    validate_every: int = 0,
-    adapter_name: str = "sam_adapter",
-    mode: str = "adapter",
-    **training_kwargs: Any,
-) -> dict[str, Any]:
-    """Train a SAM-Adapter on `sam` (None: the embedded default; a `.pth`; a `Sam`) and save it in `output_dir`.
-
-    Args:
-        data: `"synthetic:camouflage"` / `"synthetic:shadow"` / `"synthetic:salient"`, a folder with `images/` and
-            `masks/`, or a source object.
-        steps, batch_size, learning_rate: optimizer steps (AdamW, cosine decay), per-device batch, peak rate
-            (official 2e-4).
-        loss (`str`): `"iou"` (BCE + IoU), `"bbce"` (balanced BCE, for shadows) or `"bce"`.
-        config_overrides (`dict`): `SAMAdapterConfig` fields.
-        val_fraction (`float`): share of the data held out for validation (metrics at the end and every
-            `validate_every` steps).
-        **training_kwargs: further `TrainingArguments` fields (`resume`, `lr_warmup_steps`, `weight_decay`, ...).
-
-    Returns:
-        The trainer's summary plus `validation` (final held-out metrics) and `trainable_parameters`.
-    """
-    from vadapters.train.trainer import Trainer, TrainingArguments
-
-    training_kwargs.setdefault("lr_scheduler", "cosine")
-    args = TrainingArguments.from_options(
-        output_dir,
-        max_steps=steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        checkpoint_every=checkpoint_every,
-        validate_every=validate_every,
-        seed=seed,
-        **training_kwargs,
-    )
-    model = load_sam(sam)
-    overrides = dict(config_overrides or {})
-    if isinstance(sam, (str, os.PathLike)) and "base_model_name_or_path" not in overrides:
-        overrides["base_model_name_or_path"] = os.path.abspath(os.fspath(sam))
-    config = SAMAdapterConfig.from_overrides(overrides)
-    size = (model.image_encoder.img_size,) * 2
-    source = make_segmentation_source(data, num_items=num_items, seed=seed, size=size)
-    recipe = SAMAdapterRecipe(model, config, source, batch_size, loss, val_fraction, seed, adapter_name, mode)
-    summary = Trainer(recipe, args).train()
-    summary["trainable_parameters"] = sum(p.numel() for p in recipe.trainable_parameters())
-    summary["total_parameters"] = sum(p.numel() for p in model.parameters())
-    if recipe.val_dataset is not None:
-        summary["validation"] = evaluate(model, recipe.val_dataset, batch_size)
-    summary["model"] = model
-    return summary
+    def report(self) -> dict[str, Any]:
+        """What a training summary adds: parameter counts and the final held-out metrics."""
+        out: dict[str, Any] = {
+            "trainable_parameters": sum(p.numel() for p in self.trainable_parameters()),
+            "total_parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+        if self.val_dataset is not None:
+            out["validation"] = evaluate(self.model, self.val_dataset, self.batch_size)
+        return out

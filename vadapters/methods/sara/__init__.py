@@ -26,9 +26,9 @@ register_method(
         config_cls=SaRAConfig,
         injector_cls=SaRAInjector,
         hosts=("diffusers.unet", "timm", "sam", "any"),
-        prefix="sara_deltas",
         supports_merge=True,
         description="SaRA: train the smallest-magnitude entries of every weight (sparse, low-rank, progressive)",
+        training_hooks=SaRATrainingHooks,
     )
 )
 

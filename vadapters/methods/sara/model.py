@@ -6,8 +6,6 @@ positions), with parameter names as in the plain base model (e.g. `down_blocks.0
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -93,12 +91,6 @@ class SaRAInjector(BaseInjector):
             out[f"{name}.values"] = delta.effective_values().detach()
             out[f"{name}.indices"] = delta.indices.detach().to(torch.int32)
         return out
-
-    def training_hooks(self, module: nn.Module, adapter_name: str, seed: int = 0) -> Any:
-        """The per-step extras of SaRA training (nuclear norm, progressive re-selection) for a recipe."""
-        from vadapters.methods.sara.train import SaRATrainingHooks
-
-        return SaRATrainingHooks(module, adapter_name, seed=seed)
 
 
 def adapter_config(module: nn.Module, adapter_name: str) -> SaRAConfig:

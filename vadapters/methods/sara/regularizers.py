@@ -25,6 +25,7 @@ import zlib
 import torch
 from torch import nn
 
+from vadapters.methods.sara.model import adapter_config
 from vadapters.methods.sara.sparse import SparseDelta, sara_tensors
 
 
@@ -84,8 +85,6 @@ def nuclear_norm_penalty(
     `eligible` may pass a cached `eligible_matrices(...)` list (a training loop computes it once).
     Returns a 0-d tensor (0 when nothing is eligible or the weight is 0).
     """
-    from vadapters.methods.sara.model import adapter_config
-
     config = adapter_config(module, adapter_name)
     weight = config.lambda_rank if weight is None else float(weight)
     k = config.rank_matrices_per_step if matrices_per_step is None else int(matrices_per_step)

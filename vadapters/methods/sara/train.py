@@ -1,7 +1,7 @@
 """SaRA training glue: progressive re-selection, the regulariser per step, and the hooks a recipe calls.
 
-With the shared trainer, nothing here is called by hand: `DiffusionAdapterRecipe` asks the injector for
-`training_hooks` and calls them (re-selection before the loss of step `progressive_step`, the nuclear norm
+With the shared trainer, nothing here is called by hand: the package registers `SaRATrainingHooks` as its
+`MethodSpec.training_hooks`, and `DiffusionAdapterRecipe` calls them (re-selection before the loss of step `progressive_step`, the nuclear norm
 added to each loss, the pinned entries kept in every checkpoint). In a custom loop:
 
     >>> import torch, vadapters

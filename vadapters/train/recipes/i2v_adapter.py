@@ -1,4 +1,5 @@
-"""I2V-Adapter training: a clip recipe for the shared `Trainer` (the official repository has no training code).
+"""I2V-Adapter training: a clip recipe for the one trainer (`train_adapter("i2v_adapter", ...)`; the official
+repository has no training code).
 
 Differences from the single-image `DiffusionAdapterRecipe` it extends:
 - a batch holds whole clips: `pixel_values [B*F, 3, H, W]`, clip-major, encoded to latents `(B, C, F, h, w)`;
@@ -13,7 +14,7 @@ Data: the synthetic motion clips (`"synthetic"`, deterministic from first frame 
 Example (run in `tests/test_i2v_adapter.py`; skipped here because building a pipeline takes seconds):
     >>> from vadapters.models import tiny_animatediff_pipeline
     >>> from vadapters.methods.i2v_adapter import I2VAdapterConfig
-    >>> from vadapters.methods.i2v_adapter.train import I2VAdapterRecipe, MotionClipSource
+    >>> from vadapters.train.recipes.i2v_adapter import I2VAdapterRecipe, MotionClipSource
     >>> recipe = I2VAdapterRecipe(tiny_animatediff_pipeline(), I2VAdapterConfig(), MotionClipSource(4), "16", 2)  # doctest: +SKIP
     >>> batch = recipe.collate([recipe.dataset[(i, 16, 16)] for i in range(2)])  # doctest: +SKIP
     >>> tuple(batch["pixel_values"].shape), bool(recipe.loss(batch, 0).isfinite())  # doctest: +SKIP
@@ -22,7 +23,6 @@ Example (run in `tests/test_i2v_adapter.py`; skipped here because building a pip
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
@@ -32,17 +32,17 @@ import torch.nn.functional as F
 
 from vadapters.errors import BadInputError
 from vadapters.methods.i2v_adapter.config import I2VAdapterConfig
-from vadapters.train.data import IMAGE_EXTENSIONS
-from vadapters.train.diffusion import DiffusionAdapterRecipe, _grid
-from vadapters.train.trainer import Trainer, TrainingArguments
+from vadapters.train.data import IMAGE_EXTENSIONS, collate_sequences
+from vadapters.train.diffusion import DiffusionAdapterRecipe, write_validation_grid
+from vadapters.train.recipes import RecipeInputs, register_recipe
 
 __all__ = [
     "ClipFolder",
     "I2VAdapterRecipe",
     "MotionClipSource",
+    "build",
     "collate_clips",
     "make_clip_source",
-    "train_i2v_adapter",
 ]
 
 VIDEO_EXTENSIONS = (".gif", ".webp", ".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -177,15 +177,7 @@ def make_clip_source(spec: Any, num_items: int = 200, seed: int = 0, num_frames:
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack clips clip-major: `pixel_values [B*F, 3, H, W]`, one caption per clip, `num_frames`."""
-    shapes = {tuple(it["frames"].shape) for it in items}
-    if len(shapes) != 1:
-        raise BadInputError(f"a batch mixes clip shapes {sorted(shapes)}; every batch must have one size and length")
-    return {
-        "pixel_values": torch.cat([it["frames"] for it in items]),
-        "captions": [it["caption"] for it in items],
-        "indices": [it.get("index", -1) for it in items],
-        "num_frames": int(items[0]["frames"].shape[0]),
-    }
+    return collate_sequences(items, "frames", "num_frames")
 
 
 class I2VAdapterRecipe(DiffusionAdapterRecipe):
@@ -197,15 +189,10 @@ class I2VAdapterRecipe(DiffusionAdapterRecipe):
             `DiffusionAdapterRecipe`; `batch_size` counts clips and the source's `load` returns `frames`.
     """
 
-    def __init__(self, pipe: Any, config: I2VAdapterConfig, data_source: Any, resolutions: Any, batch_size: int,
-                 adapter_name: str = "i2v_adapter", caption_dropout: float = 0.1, seed: int = 0,
-                 validation_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
-        if not isinstance(config, I2VAdapterConfig):
-            raise BadInputError(f"I2VAdapterRecipe trains an I2VAdapterConfig, got {type(config).__name__}")
-        super().__init__(
-            pipe, config, data_source, resolutions, batch_size, adapter_name=adapter_name,
-            caption_dropout=caption_dropout, validation_kwargs=validation_kwargs, seed=seed,
-        )  # fmt: skip
+    config_cls = I2VAdapterConfig
+
+    def __init__(self, *args: Any, adapter_name: str = "i2v_adapter", caption_dropout: float = 0.1, **kwargs: Any):
+        super().__init__(*args, adapter_name=adapter_name, caption_dropout=caption_dropout, **kwargs)
         self.collate = collate_clips
 
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
@@ -213,33 +200,19 @@ class I2VAdapterRecipe(DiffusionAdapterRecipe):
         if frames < 2:
             raise BadInputError("I2V-Adapter trains on clips of at least 2 frames (frame 0 is the condition)")
         pixels = batch["pixel_values"]
-        captions = list(batch["captions"])
-        if self.caption_dropout > 0:
-            drop = (torch.rand(len(captions), generator=self.generator) < self.caption_dropout).tolist()
-            captions = ["" if d else c for c, d in zip(captions, drop)]
-        with torch.no_grad():
-            latents = self._encode_images(pixels)
-            cond = self._encode_prompts(captions, pixels.shape[-2], pixels.shape[-1])
+        captions = self.drop_captions(batch["captions"])
+        latents, cond = self.encode(pixels, captions)
         clips = len(captions)
         latents = latents.reshape(clips, frames, *latents.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
-        noise = torch.randn(latents.shape, generator=self.generator).to(latents.device, latents.dtype)
-        steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (clips,), generator=self.generator).to(latents.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        noise, timesteps = self.sample_noise(latents, clips)
+        timesteps = timesteps.to(latents.device)
+        noisy, target = self.noisy_and_target(latents, noise, timesteps)
         noisy[:, :, 0] = latents[:, :, 0]  # the first frame stays clean
-        if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = latents
         prediction = self._unet(noisy, timesteps, **cond, return_dict=False)[0]
         return F.mse_loss(prediction[:, :, 1:].float(), target[:, :, 1:].float())  # loss masked on frame 0
 
     def validate(self, step: int, output_dir: str) -> list[str]:
         """One video per validation clip (its real first frame, fixed seed) as rows of frames in a PNG."""
-        from PIL import Image
-
         from vadapters.pipelines.image2video import I2VPipeline, video_frames
 
         pipe = I2VPipeline(**self.pipe.components)
@@ -252,58 +225,54 @@ class I2VAdapterRecipe(DiffusionAdapterRecipe):
                 first = (item["frames"][:1] + 1) / 2
                 generator = torch.Generator("cpu").manual_seed(self.seed)
                 out = pipe(
-                    item["caption"], num_frames=item["frames"].shape[0], height=height, width=width, image=first,
-                    generator=generator, output_type="np", guidance_scale=1.0, **self.validation_kwargs,
-                )  # fmt: skip
+                    item["caption"],
+                    num_frames=item["frames"].shape[0],
+                    height=height,
+                    width=width,
+                    image=first,
+                    generator=generator,
+                    output_type="np",
+                    guidance_scale=1.0,
+                    **self.validation_kwargs,
+                )
                 rows.append(video_frames(out.frames[0]))
-        buffer = io.BytesIO()
-        Image.fromarray(_grid(rows)).save(buffer, format="PNG")
-        path = os.path.join(output_dir, "validation", f"step-{step}.png")
-        from vadapters.core.io import atomic_write
-
-        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
-        return [path]
+        return [write_validation_grid(rows, output_dir, step)]
 
 
-def train_i2v_adapter(
+def build(
+    inputs: RecipeInputs,
     *,
-    pipeline: Any = None,
-    data: Any = "synthetic",
-    output_dir: str | os.PathLike,
     num_items: int = 200,
     num_frames: int = 8,
     resolutions: Any = "16",
-    steps: int = 200,
-    batch_size: int = 2,
-    learning_rate: float = 1e-4,
-    config_overrides: dict[str, Any] | None = None,
     caption_dropout: float = 0.1,
-    seed: int = 0,
-    checkpoint_every: int = 50,
-    validate_every: int = 0,
-    adapter_name: str = "i2v_adapter",
-    **training_kwargs: Any,
-) -> dict[str, Any]:
-    """Train an I2V-Adapter with the shared trainer (resumable: re-run the same call).
+) -> I2VAdapterRecipe:
+    """An I2V-Adapter recipe.
 
     Args:
-        pipeline: an AnimateDiff pipeline, a folder, `"tiny"`, or None for the embedded default video model
+        inputs.base: an AnimateDiff pipeline, a folder, `"tiny"`, or None for the embedded default video model
             (see `vadapters.pipelines.image2video.load_video_pipeline`).
-        data: `"synthetic"` (motion clips), a folder of clips (`ClipFolder`) or a source object.
+        inputs.data: `"synthetic"` (motion clips, the default), a folder of clips (`ClipFolder`) or a source object.
         num_items, num_frames: synthetic clips and frames per clip.
-        **training_kwargs: further `TrainingArguments` fields (`lr_warmup_steps`, `resume`, ...).
     """
     from vadapters.pipelines.image2video import load_video_pipeline
 
-    args = TrainingArguments.from_options(
-        output_dir, max_steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-        checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed, **training_kwargs,
-    )  # fmt: skip
-    config = I2VAdapterConfig.from_overrides(config_overrides)
-    pipe = load_video_pipeline(pipeline)
-    if isinstance(pipeline, (str, os.PathLike)) and os.fspath(pipeline) != "tiny":
-        config = config.replace(base_model_name_or_path=os.path.abspath(os.fspath(pipeline)))
-    source = make_clip_source(data, num_items=num_items, seed=seed, num_frames=num_frames)
-    recipe = I2VAdapterRecipe(pipe, config, source, resolutions, batch_size, adapter_name=adapter_name,
-                              caption_dropout=caption_dropout, seed=seed)  # fmt: skip
-    return Trainer(recipe, args).train()
+    config = I2VAdapterConfig.from_overrides(inputs.config_overrides)
+    pipe = load_video_pipeline(inputs.base)
+    if inputs.base_path and inputs.base != "tiny":
+        config = config.replace(base_model_name_or_path=inputs.base_path)
+    data = "synthetic" if inputs.data is None else inputs.data
+    source = make_clip_source(data, num_items=num_items, seed=inputs.seed, num_frames=num_frames)
+    return I2VAdapterRecipe(
+        pipe,
+        config,
+        source,
+        resolutions,
+        inputs.batch_size,
+        adapter_name=inputs.adapter_name,
+        caption_dropout=caption_dropout,
+        seed=inputs.seed,
+    )
+
+
+register_recipe("i2v_adapter", build, learning_rate=1e-4, batch_size=2)

@@ -1,4 +1,4 @@
-"""MV-Adapter training: a view-set recipe for the shared `Trainer` (no training loop of its own).
+"""MV-Adapter training: a view-set recipe for the one trainer (`train_adapter("mv_adapter", ...)`).
 
 Differences from the single-image `DiffusionAdapterRecipe` it extends, as in the official training:
 - a batch holds whole objects: `batch_size` objects x `num_views` views, view-major per object;
@@ -11,7 +11,7 @@ Differences from the single-image `DiffusionAdapterRecipe` it extends, as in the
 Example (run in `tests/test_mv_adapter.py`; skipped here because building a pipeline takes seconds):
     >>> from vadapters.models import tiny_sd_pipeline
     >>> from vadapters.methods.mv_adapter import MVAdapterConfig
-    >>> from vadapters.methods.mv_adapter.train import MVAdapterRecipe, MultiViewSource
+    >>> from vadapters.train.recipes.mv_adapter import MVAdapterRecipe, MultiViewSource
     >>> cfg = MVAdapterConfig(num_views=4, condition_channels=6, condition_downscale_factor=2)
     >>> recipe = MVAdapterRecipe(tiny_sd_pipeline(), cfg, MultiViewSource(4, num_views=4), "16", 2)  # doctest: +SKIP
     >>> batch = recipe.collate([recipe.dataset[(i, 16, 16)] for i in range(2)])  # doctest: +SKIP
@@ -21,8 +21,6 @@ Example (run in `tests/test_mv_adapter.py`; skipped here because building a pipe
 
 from __future__ import annotations
 
-import io
-import os
 from typing import Any
 
 import numpy as np
@@ -34,10 +32,11 @@ from vadapters.methods.mv_adapter.cameras import camera_maps
 from vadapters.methods.mv_adapter.config import MVAdapterConfig
 from vadapters.methods.mv_adapter.model import multiview_state, record_reference
 from vadapters.synthetic.multiview import MultiViewObjects
-from vadapters.train.diffusion import DiffusionAdapterRecipe, _grid
-from vadapters.train.trainer import Trainer, TrainingArguments
+from vadapters.train.data import collate_sequences
+from vadapters.train.diffusion import DiffusionAdapterRecipe, load_training_pipeline, write_validation_grid
+from vadapters.train.recipes import RecipeInputs, register_recipe
 
-__all__ = ["MVAdapterRecipe", "MultiViewSource", "collate_view_sets", "train_mv_adapter"]
+__all__ = ["MVAdapterRecipe", "MultiViewSource", "build", "collate_view_sets"]
 
 
 class MultiViewSource:
@@ -71,16 +70,7 @@ class MultiViewSource:
 
 def collate_view_sets(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack view sets view-major: `pixel_values [B*V, 3, H, W]`, `raymaps [B*V, 6, H, W]`, one caption per object."""
-    shapes = {tuple(it["images"].shape) for it in items}
-    if len(shapes) != 1:
-        raise BadInputError(f"a batch mixes view-set shapes {sorted(shapes)}; every batch must have one size")
-    return {
-        "pixel_values": torch.cat([it["images"] for it in items]),
-        "raymaps": torch.cat([it["raymaps"] for it in items]),
-        "captions": [it["caption"] for it in items],
-        "indices": [it.get("index", -1) for it in items],
-        "num_views": int(items[0]["images"].shape[0]),
-    }
+    return collate_sequences(items, "images", "num_views", extras=("raymaps",))
 
 
 class MVAdapterRecipe(DiffusionAdapterRecipe):
@@ -95,32 +85,24 @@ class MVAdapterRecipe(DiffusionAdapterRecipe):
             The reference is each object's first view, cached by a clean pass of the frozen UNet at t=0.
     """
 
+    config_cls = MVAdapterConfig
+
     def __init__(
         self,
-        pipe: Any,
-        config: MVAdapterConfig,
-        data_source: Any,
-        resolutions: Any,
-        batch_size: int,
+        *args: Any,
         adapter_name: str = "mv_adapter",
         caption_dropout: float = 0.1,
         condition_dropout: float = 0.1,
         reference_dropout: float = 0.1,
-        seed: int = 0,
-        validation_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        if not isinstance(config, MVAdapterConfig):
-            raise BadInputError(f"MVAdapterRecipe trains an MVAdapterConfig, got {type(config).__name__}")
         if not 0.0 <= condition_dropout <= 1.0:
             raise BadInputError(f"condition_dropout must be in [0, 1], got {condition_dropout!r}")
-        super().__init__(
-            pipe, config, data_source, resolutions, batch_size, adapter_name=adapter_name,
-            caption_dropout=caption_dropout, validation_kwargs=validation_kwargs, seed=seed,
-        )  # fmt: skip
+        super().__init__(*args, adapter_name=adapter_name, caption_dropout=caption_dropout, **kwargs)
         self.collate = collate_view_sets
         self.condition_dropout = float(condition_dropout)
-        self.has_encoder = config.condition_channels > 0
-        self.use_ref = bool(config.use_ref)
+        self.has_encoder = self.config.condition_channels > 0
+        self.use_ref = bool(self.config.use_ref)
         self.reference_dropout = float(reference_dropout)
 
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
@@ -131,21 +113,11 @@ class MVAdapterRecipe(DiffusionAdapterRecipe):
         drop_cond = torch.rand(objects, generator=self.generator) < self.condition_dropout
         drop_text = (torch.rand(objects, generator=self.generator) < self.caption_dropout) | drop_cond
         captions = ["" if d else c for c, d in zip(captions, drop_text.tolist())]
-        with torch.no_grad():
-            latents = self._encode_images(pixels)
-            cond = self._encode_prompts(captions, pixels.shape[-2], pixels.shape[-1])
+        latents, cond = self.encode(pixels, captions)
         cond = {k: _repeat_views(v, views) for k, v in cond.items()}
-        steps = self.noise_scheduler.config.num_train_timesteps
-        noise = torch.randn(latents.shape, generator=self.generator).to(latents.device, latents.dtype)
-        timesteps = torch.randint(0, steps, (objects,), generator=self.generator).repeat_interleave(views)
-        timesteps = timesteps.to(latents.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = latents
+        noise, timesteps = self.sample_noise(latents, objects)
+        timesteps = timesteps.repeat_interleave(views).to(latents.device)  # one timestep per object
+        noisy, target = self.noisy_and_target(latents, noise, timesteps)
         condition = None
         if self.has_encoder:
             keep = (~drop_cond).repeat_interleave(views).to(raymaps.dtype)[:, None, None, None]
@@ -167,8 +139,6 @@ class MVAdapterRecipe(DiffusionAdapterRecipe):
 
     def validate(self, step: int, output_dir: str) -> list[str]:
         """One view set per validation prompt at the first resolution (fixed seed) into `validation/step-N.png`."""
-        from PIL import Image
-
         from vadapters.pipelines.multiview import MultiViewPipeline
 
         pipe = MultiViewPipeline(
@@ -183,17 +153,17 @@ class MVAdapterRecipe(DiffusionAdapterRecipe):
                 generator = torch.Generator("cpu").manual_seed(self.seed)
                 kwargs = {"cameras": cameras} if cameras is not None and self.has_encoder else {}
                 out = pipe(
-                    prompt, num_views=len(cameras) if cameras else None, height=height, width=width,
-                    generator=generator, output_type="np", **kwargs, **self.validation_kwargs,
-                )  # fmt: skip
+                    prompt,
+                    num_views=len(cameras) if cameras else None,
+                    height=height,
+                    width=width,
+                    generator=generator,
+                    output_type="np",
+                    **kwargs,
+                    **self.validation_kwargs,
+                )
                 rows.append([(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in out.images])
-        buffer = io.BytesIO()
-        Image.fromarray(_grid(rows)).save(buffer, format="PNG")
-        path = os.path.join(output_dir, "validation", f"step-{step}.png")
-        from vadapters.core.io import atomic_write
-
-        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
-        return [path]
+        return [write_validation_grid(rows, output_dir, step)]
 
 
 def _select(value: Any, index: torch.Tensor) -> Any:
@@ -212,49 +182,42 @@ def _repeat_views(value: Any, views: int) -> Any:
     return value
 
 
-def train_mv_adapter(
+def build(
+    inputs: RecipeInputs,
     *,
-    pipeline: Any = None,
-    output_dir: str | os.PathLike,
     num_items: int = 200,
     num_views: int = 6,
     elevation: float = 0.0,
     resolutions: Any = "16",
-    steps: int = 200,
-    batch_size: int = 2,
-    learning_rate: float = 5e-5,
-    config_overrides: dict[str, Any] | None = None,
     caption_dropout: float = 0.1,
     condition_dropout: float = 0.1,
     reference_dropout: float = 0.1,
-    seed: int = 0,
-    checkpoint_every: int = 50,
-    validate_every: int = 0,
-    adapter_name: str = "mv_adapter",
-    **training_kwargs: Any,
-) -> dict[str, Any]:
-    """Train an MV-Adapter on view sets of the synthetic 3D objects with the shared trainer (resumable).
-
-    `config_overrides` go to `MVAdapterConfig` (`num_views` is set from `num_views`); the official recipe is
-    AdamW 5e-5 with a linear warm-up (`lr_warmup_steps`) and gradient clipping, which `training_kwargs` reach.
-    """
-    from vadapters.train import _load_pipeline
-
-    args = TrainingArguments.from_options(
-        output_dir, max_steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-        checkpoint_every=checkpoint_every, validate_every=validate_every, seed=seed, **training_kwargs,
-    )  # fmt: skip
-    overrides = {"condition_channels": 6, **(config_overrides or {}), "num_views": int(num_views)}
-    pipe, base_path = _load_pipeline(pipeline)
+) -> MVAdapterRecipe:
+    """An MV-Adapter recipe on view sets of the synthetic 3D objects (`inputs.data`: None or a `MultiViewSource`-like
+    object). `config_overrides` go to `MVAdapterConfig` (`num_views` is set from `num_views`; camera maps feed a
+    condition encoder unless `condition_channels=0`). The official recipe is AdamW 5e-5 with a linear warm-up
+    (`lr_warmup_steps`) and gradient clipping."""
+    overrides = {"condition_channels": 6, **inputs.config_overrides, "num_views": int(num_views)}
+    MVAdapterConfig.from_overrides(overrides)  # refuse typos before loading a model
+    pipe, base_path = load_training_pipeline(inputs.base)
     if "condition_downscale_factor" not in overrides:
         overrides["condition_downscale_factor"] = int(pipe.vae_scale_factor)
     config = MVAdapterConfig.from_overrides(overrides)
     if base_path:
         config = config.replace(base_model_name_or_path=base_path)
-    source = MultiViewSource(num_items, seed=seed, num_views=num_views, elevation=elevation)
-    recipe = MVAdapterRecipe(
-        pipe, config, source, resolutions, batch_size, adapter_name=adapter_name,
-        caption_dropout=caption_dropout, condition_dropout=condition_dropout, reference_dropout=reference_dropout,
-        seed=seed,
-    )  # fmt: skip
-    return Trainer(recipe, args).train()
+    source = inputs.data if inputs.data is not None else MultiViewSource(num_items, inputs.seed, num_views, elevation)
+    return MVAdapterRecipe(
+        pipe,
+        config,
+        source,
+        resolutions,
+        inputs.batch_size,
+        adapter_name=inputs.adapter_name,
+        caption_dropout=caption_dropout,
+        condition_dropout=condition_dropout,
+        reference_dropout=reference_dropout,
+        seed=inputs.seed,
+    )
+
+
+register_recipe("mv_adapter", build, learning_rate=5e-5, batch_size=2)
