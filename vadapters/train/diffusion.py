@@ -32,7 +32,6 @@ from torch import nn
 
 from vadapters.core import hosts, inject, save_pretrained
 from vadapters.core.config import AdapterConfig
-from vadapters.core.io import current_umask
 from vadapters.core.registry import get_method
 from vadapters.errors import BadInputError
 from vadapters.train.buckets import parse_resolutions
@@ -382,7 +381,6 @@ def save_pipeline_atomically(pipe: Any, target: str) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the folder gets the user's umask
         pipe.save_pretrained(tmp, safe_serialization=True)
         old = None
         if os.path.exists(target):
