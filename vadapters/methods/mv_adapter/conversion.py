@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import torch
 
@@ -88,14 +89,28 @@ def infer_config(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] |
 
     Example:
         >>> sd = {"mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_ref.weight": torch.zeros(2, 2)}
-        >>> cfg = infer_config(sd)
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     cfg = infer_config(sd)
+        >>> "topology='rowcol6'" in str(caught[0].message)
+        True
         >>> cfg.use_ref, cfg.topology, cfg.camera_convention
         (True, 'row', 'official')
         >>> infer_config(sd, {"mv_adapter_topology": "rowcol6"}).topology
         'rowcol6'
     """
     use_ref = any("_ref." in k for k in state_dict)
-    topology = (metadata or {}).get(TOPOLOGY_METADATA, "row")
+    topology = (metadata or {}).get(TOPOLOGY_METADATA)
+    if topology is None:
+        warnings.warn(
+            "this MV-Adapter file does not record its attention topology (official files never do); unless "
+            "vadapters.load(..., topology=...) says otherwise it runs with row attention. The geometry-guided "
+            "releases (ig2mv / tg2mv) were trained with row + column attention: load them with topology='rowcol6'.",
+            UserWarning,
+            stacklevel=3,
+        )
+        topology = "row"
     if topology not in TOPOLOGIES:
         raise CheckpointError(f"metadata {TOPOLOGY_METADATA}={topology!r} is not one of {TOPOLOGIES}")
     kwargs: dict = {"num_views": 6, "use_ref": use_ref, "topology": topology, "camera_convention": "official"}
