@@ -170,6 +170,14 @@ class DiffusionAdapterRecipe:
         self._unet: nn.Module = pipe.unet
         self._text_encoder_trainable = config is None or self.model is pipe.text_encoder
 
+    @classmethod
+    def from_inputs(
+        cls, pipe: Any, config: AdapterConfig, source: Any, resolutions: Any, inputs: Any, **options: Any
+    ) -> DiffusionAdapterRecipe:
+        """The recipe with `batch_size`, `adapter_name` and `seed` from `inputs` (a `RecipeInputs`)."""
+        batch_size, name, seed = inputs.batch_size, inputs.adapter_name, inputs.seed
+        return cls(pipe, config, source, resolutions, batch_size, adapter_name=name, seed=seed, **options)
+
     # ------------------------------------------------------------------------------------------------ protocol
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self._params
@@ -357,19 +365,9 @@ def build_diffusion_recipe(
         config = config.replace(base_model_name_or_path=base_path)
     data = "synthetic" if inputs.data is None else inputs.data
     source = make_source(data, num_items=num_items, seed=inputs.seed)
-    return DiffusionAdapterRecipe(
-        pipe,
-        config,
-        source,
-        resolutions,
-        inputs.batch_size,
-        adapter_name=inputs.adapter_name,
-        caption_dropout=caption_dropout,
-        validation_prompts=validation_prompts,
-        validation_resolutions=validation_resolutions,
-        validation_kwargs=validation_kwargs,
-        seed=inputs.seed,
-    )
+    validation = {"prompts": validation_prompts, "resolutions": validation_resolutions, "kwargs": validation_kwargs}
+    options = {"caption_dropout": caption_dropout, **{f"validation_{k}": v for k, v in validation.items()}}
+    return DiffusionAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, **options)
 
 
 def save_pipeline_atomically(pipe: Any, target: str) -> str:

@@ -263,16 +263,7 @@ def build(
         config = config.replace(base_model_name_or_path=inputs.base_path)
     data = "synthetic" if inputs.data is None else inputs.data
     source = make_clip_source(data, num_items=num_items, seed=inputs.seed, num_frames=num_frames)
-    return I2VAdapterRecipe(
-        pipe,
-        config,
-        source,
-        resolutions,
-        inputs.batch_size,
-        adapter_name=inputs.adapter_name,
-        caption_dropout=caption_dropout,
-        seed=inputs.seed,
-    )
+    return I2VAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, caption_dropout=caption_dropout)
 
 
 register_recipe("i2v_adapter", build, learning_rate=1e-4, batch_size=2)

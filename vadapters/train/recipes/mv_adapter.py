@@ -206,18 +206,9 @@ def build(
     if base_path:
         config = config.replace(base_model_name_or_path=base_path)
     source = inputs.data if inputs.data is not None else MultiViewSource(num_items, inputs.seed, num_views, elevation)
-    return MVAdapterRecipe(
-        pipe,
-        config,
-        source,
-        resolutions,
-        inputs.batch_size,
-        adapter_name=inputs.adapter_name,
-        caption_dropout=caption_dropout,
-        condition_dropout=condition_dropout,
-        reference_dropout=reference_dropout,
-        seed=inputs.seed,
-    )
+    dropout = {"caption": caption_dropout, "condition": condition_dropout, "reference": reference_dropout}
+    options = {f"{k}_dropout": v for k, v in dropout.items()}
+    return MVAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, **options)
 
 
 register_recipe("mv_adapter", build, learning_rate=5e-5, batch_size=2)
