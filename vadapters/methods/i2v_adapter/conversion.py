@@ -107,8 +107,8 @@ def load_official(host: Any, path: str | os.PathLike, adapter_name: str = "i2v_a
     """
     import tempfile
 
-    import vadapters
+    from vadapters.core.api import load
 
     with tempfile.TemporaryDirectory(prefix="i2v-official-") as tmp:
         convert_file(path, tmp)
-        return vadapters.load(host, tmp, adapter_name=adapter_name, **kwargs)
+        return load(host, tmp, adapter_name=adapter_name, **kwargs)

@@ -130,17 +130,17 @@ def load_official(
 
     Returns `host`; `vadapters.save_pretrained(host, dir)` then writes it in vadapters' format.
     """
-    import vadapters
-    from vadapters.core.api import load_adapter_state_dict
+    from vadapters.core.api import inject, load_adapter_state_dict
+    from vadapters.core.lifecycle import delete_adapter
     from vadapters.methods.sara.model import SaRAInjector
 
     module: nn.Module = hosts.resolve_target(host, "unet")
     config, state = convert_official(source, module, threshold, allow_pickle, **config_fields)
-    vadapters.inject(module, config, adapter_name=adapter_name)
+    inject(module, config, adapter_name=adapter_name)
     try:
         load_adapter_state_dict(module, adapter_name, state)
     except BaseException:
-        vadapters.delete_adapter(module, adapter_name)
+        delete_adapter(module, adapter_name)
         raise
     for p in SaRAInjector().adapter_parameters(module, adapter_name):
         p.requires_grad_(is_trainable)
