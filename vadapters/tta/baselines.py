@@ -66,6 +66,20 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return -(teacher_logits.softmax(1) * student_logits.log_softmax(1)).sum(1)
 
 
+@dataclasses.dataclass
+class SourceConfig(TTAConfig):
+    """The unadapted model: only the shared settings."""
+
+    method: ClassVar[str] = "source"
+
+
+@dataclasses.dataclass
+class BNConfig(TTAConfig):
+    """Test-batch BatchNorm statistics: only the shared settings."""
+
+    method: ClassVar[str] = "bn"
+
+
 class Source(TTAMethod):
     """The unadapted model: `softmax(model(x))` in eval mode.
 
@@ -77,6 +91,8 @@ class Source(TTAMethod):
         True
     """
 
+    config_cls = SourceConfig
+
     @torch.no_grad()
     def _step(self, x: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.source_model):
@@ -85,6 +101,8 @@ class Source(TTAMethod):
 
 class BNAdapt(TTAMethod):
     """BatchNorm with test-batch statistics; no parameter or buffer of the model changes."""
+
+    config_cls = BNConfig
 
     @torch.no_grad()
     def _step(self, x: torch.Tensor) -> torch.Tensor:
