@@ -325,8 +325,11 @@ def save_video(video: Any, path: str | os.PathLike, fps: float = 8.0, scale: int
 
         directory = os.path.dirname(os.path.abspath(path)) or "."
         os.makedirs(directory, exist_ok=True)
+        from vadapters.core.io import new_file_mode
+
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=directory)
         os.close(fd)
+        os.chmod(tmp, new_file_mode(path))  # mkstemp makes 0600; the video gets the user's umask
         try:
             iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG")
             os.replace(tmp, path)

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from vadapters.errors import BadInputError
+from vadapters.core.images import load_image
+from vadapters.core.validation import check_box, check_points
+from vadapters.errors import AdapterStateError
 
 
 def load_adapter(sam: torch.nn.Module, path: str | os.PathLike, adapter_name: str | None = None) -> str:
@@ -50,19 +52,6 @@ def load_adapter(sam: torch.nn.Module, path: str | os.PathLike, adapter_name: st
     return name
 
 
-def _as_uint8_rgb(image: Any) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-        if image.ndim == 3 and image.shape[0] == 3:
-            image = image.transpose(1, 2, 0)
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise BadInputError(f"images must be HxWx3 (uint8, or float in [0, 1]); got shape {image.shape}")
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    return image
-
-
 class SAMAdapterPredictor(SamPredictor):
     """`SamPredictor` (same `set_image` / `predict` / `predict_torch`) on a SAM that may carry SAM-Adapters.
 
@@ -85,7 +74,9 @@ class SAMAdapterPredictor(SamPredictor):
         super().__init__(sam.eval())
 
     def set_image(self, image: Any, image_format: str = "RGB") -> None:
-        super().set_image(_as_uint8_rgb(image), image_format)
+        """As `SamPredictor.set_image`, for any image `vadapters.core.images.load_image` reads: a file path, a PIL
+        image, uint8 / bool / float-in-[0, 1] arrays or tensors, at least 8x8 pixels."""
+        super().set_image(load_image(image), image_format)
 
     def predict(
         self,
@@ -98,6 +89,13 @@ class SAMAdapterPredictor(SamPredictor):
     ):
         """As `SamPredictor.predict`; with no prompt at all it is prompt-free and `multimask_output` defaults to
         False (SAM-Adapter), otherwise to True (SAM)."""
+        if not self.is_image_set:
+            raise AdapterStateError("no image is set; call set_image(image) before predict()")
+        height, width = self.original_size
+        if point_coords is not None:
+            point_coords, point_labels = check_points(point_coords, point_labels, height, width)
+        if box is not None:
+            box = check_box(box, height, width)
         prompt_free = point_coords is None and box is None and mask_input is None
         if multimask_output is None:
             multimask_output = not prompt_free
@@ -124,7 +122,7 @@ class SAMAdapterPredictor(SamPredictor):
             return []
         pixels, batch = [], {"input_sizes": [], "original_sizes": []}
         for image in images:  # exactly `set_image`'s resize, normalisation and padding
-            image = _as_uint8_rgb(image)
+            image = load_image(image)
             resized = torch.as_tensor(self.transform.apply_image(image), device=self.device).permute(2, 0, 1)
             pixels.append(self.model.preprocess(resized[None].float())[0])
             batch["input_sizes"].append(tuple(resized.shape[-2:]))
@@ -142,14 +140,16 @@ class SAMAdapterPredictor(SamPredictor):
                 pts = box = None
                 size = batch["original_sizes"][i]
                 if has_points and point_coords[i] is not None:
-                    coords = self.transform.apply_coords(np.asarray(point_coords[i], dtype=np.float32), size)
-                    labels = np.ones(len(coords)) if point_labels is None else np.asarray(point_labels[i])
+                    labels = np.ones(len(point_coords[i])) if point_labels is None else point_labels[i]
+                    coords, labels = check_points(point_coords[i], labels, *size)
+                    coords = self.transform.apply_coords(coords, size)
                     pts = (
                         torch.as_tensor(coords, device=self.device)[None],
                         torch.as_tensor(labels, device=self.device)[None],
                     )
                 if has_boxes and boxes[i] is not None:
-                    box = torch.as_tensor(self.transform.apply_boxes(np.asarray(boxes[i]), size), device=self.device)
+                    xyxy = check_box(boxes[i], *size)
+                    box = torch.as_tensor(self.transform.apply_boxes(xyxy, size), device=self.device)
                     box = box.float().reshape(1, 4)
                 low, iou = decode_masks(
                     self.model, embeddings[i : i + 1], pts, box, multimask_output=multimask_output, return_iou=True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -60,15 +61,35 @@ def _generate(pipe: Any, args: argparse.Namespace, height: int, width: int):
     return to_uint8(out.images)[0]
 
 
+def _check_generate_args(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """What `generate` can check before loading a model; returns the requested sizes."""
+    from vadapters.core.validation import check_float, check_int, check_prompt, parse_sizes
+
+    check_int(args.steps, "--steps", low=1)
+    check_float(args.guidance_scale, "--guidance-scale", low=0.0)
+    check_int(args.scale, "--scale", 1, 64)
+    check_prompt(args.prompt, "--prompt")
+    if args.negative_prompt is not None:
+        check_prompt(args.negative_prompt, "--negative-prompt")
+    if args.sweep:
+        return parse_sizes(args.sweep, "--sweep")
+    return [(check_int(args.height, "--height", low=1), check_int(args.width, "--width", low=1))]
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    sizes = _check_generate_args(args)
     if args.image:  # image-to-video: the I2V-Adapter pipeline (`vadapters i2v` has every option)
         from vadapters.commands.i2v_adapter import i2v_from_generate
 
         return i2v_from_generate(args)
     import vadapters
+    from vadapters.core.hosts.diffusers import check_pipeline_sizes
+    from vadapters.core.validation import check_int
     from vadapters.pipelines import load_pipeline, save_image, side_by_side
 
     pipe = load_pipeline(args.pipeline)
+    check_int(args.steps, "--steps", 1, pipe.scheduler.config.num_train_timesteps)
+    sizes = check_pipeline_sizes(pipe, sizes, batch_size=2 if args.guidance_scale > 1 else 1)
     names, weights = [], []
     for spec in args.adapter or []:
         path, weight = parse_adapter(spec)
@@ -79,9 +100,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         weights += [1.0 if weight is None else weight] * len(new)
     if names:
         vadapters.set_adapters(pipe, names, weights)
-    sizes = [(args.height, args.width)]
-    if args.sweep:
-        sizes = [tuple(int(v) for v in s.split("x")) if "x" in s else (int(s), int(s)) for s in args.sweep.split(",")]
     tiles = []
     for h, w in sizes:
         image = _generate(pipe, args, h, w)
@@ -357,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `vadapters` command: errors in the input print one `error: ...` line (exit 2), Ctrl-C one line
+    naming the checkpoint to resume from (exit 130)."""
     from vadapters.errors import VAdaptersError
 
     args = build_parser().parse_args(argv)
@@ -365,6 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     except VAdaptersError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        checkpoint = getattr(interrupt, "checkpoint", None)
+        if checkpoint:
+            words = sys.argv[1:] if argv is None else argv
+            command = " ".join(shlex.quote(w) for w in ["vadapters", *words])
+            print(f"interrupted: checkpoint saved at {checkpoint}; run the same command to resume: {command}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print("interrupted: nothing was saved", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

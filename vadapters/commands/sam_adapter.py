@@ -8,12 +8,14 @@ from vadapters.commands.options import add_training_arguments, run_training
 
 
 def _parse_floats(text: str, n: int, what: str) -> list[float]:
+    from vadapters.errors import BadInputError
+
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) != n:
-        raise SystemExit(f"{what} expects {n} comma-separated numbers, got {text!r}")
+        raise BadInputError(f"{what} expects {n} comma-separated numbers, got {text!r}")
     return values
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from vadapters._version import __version__
 from vadapters.core import hosts
-from vadapters.core.config import AdapterConfig, read_config_dict
+from vadapters.core.config import AdapterConfig, config_from_file, read_config_dict
 from vadapters.core.injector import BaseInjector, copy_into_slot
 from vadapters.core.io import (
     CONFIG_METADATA_KEY,
@@ -193,7 +193,7 @@ def read_adapter(path: str, method: str | None) -> list[tuple[str | None, Adapte
         raise CheckpointError(f"adapter path not found: {path!r}")
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_NAME)) and method in (None, "vadapters"):
         data = read_config_dict(path)
-        config = get_method(data["method"]).config_cls.from_dict(data)
+        config = config_from_file(get_method(data["method"]).config_cls, data, os.path.join(path, CONFIG_NAME))
         weights = os.path.join(path, WEIGHTS_NAME)
         if not os.path.isfile(weights):
             raise CheckpointError(f"{path!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
@@ -211,7 +211,7 @@ def read_adapter(path: str, method: str | None) -> list[tuple[str | None, Adapte
             meta_config = config_from_metadata(read_metadata(path))
         if meta_config is not None:
             tensors, _ = load_tensors(path)
-            config = get_method(meta_config["method"]).config_cls.from_dict(meta_config)
+            config = config_from_file(get_method(meta_config["method"]).config_cls, meta_config, path)
             return [(None, config, tensors)]
     specs = [get_method(method)] if method else [s for s in all_specs() if s.detect is not None and s.detect(path)]
     if specs:
@@ -228,6 +228,7 @@ def read_adapter(path: str, method: str | None) -> list[tuple[str | None, Adapte
             f"{path!r} holds no {CONFIG_NAME} and no official checkpoint layout vadapters recognises; "
             "pass method=... to force a converter"
         )
+    load_tensors(path)  # a truncated or corrupt file is reported as such, not as a foreign one
     raise CheckpointError(f"{path!r} is a safetensors file without a vadapters config; pass method=... to convert")
 
 

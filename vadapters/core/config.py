@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from vadapters._version import __version__
 from vadapters.core.io import CONFIG_NAME, atomic_write_text
+from vadapters.core.validation import check_field_types
 from vadapters.errors import BadInputError, CheckpointError
 
 
@@ -51,6 +52,7 @@ class AdapterConfig:
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # declared types, never coerced ("no" is not a bool)
         self.validate()
 
     def validate(self) -> None:
@@ -107,7 +109,7 @@ class AdapterConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> AdapterConfig:
-        return cls.from_dict(read_config_dict(directory))
+        return config_from_file(cls, read_config_dict(directory), os.path.join(directory, CONFIG_NAME))
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None = None) -> AdapterConfig:
@@ -149,3 +151,22 @@ def read_config_dict(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or "method" not in data:
         raise CheckpointError(f"{path} has no 'method' key; it was not written by vadapters")
     return data
+
+
+def config_from_file(cls: type[AdapterConfig], data: dict[str, Any], source: str | os.PathLike) -> AdapterConfig:
+    """`cls.from_dict(data)` for a config read from `source`: a value of the wrong type or range is a broken
+    file, reported as a `CheckpointError` that names the file.
+
+    Example:
+        >>> from vadapters.methods.res_adapter import ResAdapterConfig
+        >>> config_from_file(ResAdapterConfig, {"method": "res_adapter", "alpha": [1, 2]}, "a/adapter_config.json")
+        Traceback (most recent call last):
+        ...
+        vadapters.errors.CheckpointError: a/adapter_config.json: ResAdapterConfig.alpha must be a number (an int or a float), got list [1, 2]; fix that value in the file or save the adapter again
+    """
+    try:
+        return cls.from_dict(data)
+    except BadInputError as exc:
+        raise CheckpointError(
+            f"{os.fspath(source)}: {exc}; fix that value in the file or save the adapter again"
+        ) from None

@@ -37,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
     try:
+        os.chmod(tmp, new_file_mode(path))  # mkstemp makes 0600; the result gets the user's umask
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -46,6 +47,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (`/proc/self/status`).
+
+    Example:
+        >>> 0 <= current_umask() <= 0o777
+        True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (briefly) and putting it back
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike) -> int:
+    """Permission bits for a file written at `path`: those of the file it replaces, else `0o666` less the umask
+    (what `open(path, "w")` would give).
+
+    Example:
+        >>> new_file_mode("/no/such/file") == 0o666 & ~current_umask()
+        True
+    """
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

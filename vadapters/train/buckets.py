@@ -15,62 +15,27 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["BucketBatchSampler", "parse_resolutions"]
+from vadapters.core.validation import parse_sizes
 
-_ITEM = re.compile(r"^\s*(\d+)\s*(?:[xX*]\s*(\d+)\s*)?$")
+__all__ = ["BucketBatchSampler", "parse_resolutions"]
 
 
 def parse_resolutions(spec: str | int | Sequence) -> list[tuple[int, int]]:
     """Parse bucket resolutions: `"16,24x32,32"` -> `[(16, 16), (24, 32), (32, 32)]` (`S` means `SxS`, `HxW`).
 
     Also accepts an int, or a sequence of ints, `(h, w)` pairs or such strings. Duplicates are dropped, the order
-    is kept.
+    is kept. The one size-list parser is `vadapters.core.validation.parse_sizes`.
 
     Raises:
-        ValueError: for an empty list, a malformed item, or a size that is not a positive integer.
+        BadInputError (a `ValueError`): for an empty list, a malformed item, or a size that is not a positive
+            integer.
     """
-    if isinstance(spec, str):
-        if not spec.strip():
-            raise ValueError(
-                "resolutions: got an empty string; expected e.g. '16,24x32,32' (S or HxW, comma-separated)"
-            )
-        items: list = spec.split(",")
-    elif isinstance(spec, int):
-        items = [spec]
-    else:
-        items = list(spec)
-    if not items:
-        raise ValueError("resolutions: got an empty list; expected at least one size such as 16 or (24, 32)")
-    out: list[tuple[int, int]] = []
-    for item in items:
-        if isinstance(item, bool):
-            raise ValueError(f"resolutions: {item!r} is not a size")
-        if isinstance(item, int):
-            hw = (item, item)
-        elif isinstance(item, str):
-            m = _ITEM.match(item)
-            if m is None:
-                raise ValueError(
-                    f"resolutions: cannot parse {item.strip()!r} in {spec!r}; each item must be S or HxW "
-                    "with positive integers, e.g. '16,24x32,32'"
-                )
-            h = int(m.group(1))
-            hw = (h, int(m.group(2)) if m.group(2) is not None else h)
-        elif isinstance(item, Sequence) and len(item) == 2 and all(isinstance(v, int) for v in item):
-            hw = (int(item[0]), int(item[1]))
-        else:
-            raise ValueError(f"resolutions: {item!r} is not a size; use an int S, an (H, W) pair, or 'HxW'")
-        if hw[0] < 1 or hw[1] < 1:
-            raise ValueError(f"resolutions: sizes must be positive, got {hw[0]}x{hw[1]}")
-        if hw not in out:
-            out.append(hw)
-    return out
+    return parse_sizes(spec, "resolutions")
 
 
 class BucketBatchSampler:

@@ -32,6 +32,7 @@ from torch import nn
 
 from vadapters.core import hosts, inject, save_pretrained
 from vadapters.core.config import AdapterConfig
+from vadapters.core.io import current_umask
 from vadapters.core.registry import get_method
 from vadapters.errors import BadInputError
 from vadapters.train.buckets import parse_resolutions
@@ -54,8 +55,9 @@ def resolution_multiple(pipe: Any) -> int:
     return int(vae_factor) * 2**downsamplers
 
 
-def check_resolutions(pipe: Any, resolutions: Any) -> list[tuple[int, int]]:
-    """Parse `resolutions` and check that the pipeline can denoise each of them; raises `BadInputError`."""
+def check_resolutions(pipe: Any, resolutions: Any, batch_size: int = 1) -> list[tuple[int, int]]:
+    """Parse `resolutions` and check that the pipeline can denoise each of them, and that a training batch of the
+    largest fits in memory (`hosts.diffusers.check_pipeline_sizes`); raises `BadInputError`."""
     try:
         sizes = parse_resolutions(resolutions)
     except ValueError as exc:
@@ -67,7 +69,7 @@ def check_resolutions(pipe: Any, resolutions: Any) -> list[tuple[int, int]]:
             f"resolution(s) {', '.join(bad)} are not multiples of {multiple} (= VAE scale factor x 2^UNet "
             f"downsamplers) for this pipeline; use e.g. {', '.join(str(multiple * k) for k in (2, 3, 4))}"
         )
-    return sizes
+    return hosts.diffusers.check_pipeline_sizes(pipe, sizes, batch_size=batch_size, training=True)
 
 
 class DiffusionAdapterRecipe:
@@ -124,7 +126,7 @@ class DiffusionAdapterRecipe:
             raise BadInputError(f"caption_dropout must be in [0, 1], got {caption_dropout!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise BadInputError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.resolutions = check_resolutions(pipe, resolutions)
+        self.resolutions = check_resolutions(pipe, resolutions, batch_size)
         self.validation_resolutions = (
             check_resolutions(pipe, validation_resolutions) if validation_resolutions else list(self.resolutions)
         )
@@ -379,6 +381,7 @@ def save_pipeline_atomically(pipe: Any, target: str) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the folder gets the user's umask
         pipe.save_pretrained(tmp, safe_serialization=True)
         old = None
         if os.path.exists(target):

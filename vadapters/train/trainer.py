@@ -34,7 +34,7 @@ Recipe protocol (attributes and methods the trainer uses; the optional ones may 
 
 Checkpoints (`vadapters.train.checkpoints`) are `output_dir/checkpoints/step-N/` folders, written as `.tmp-step-N`
 and renamed when complete: every `checkpoint_every` steps, at the end, and on `KeyboardInterrupt` (the state as
-of the last finished step, then the interrupt is re-raised).
+of the last finished step, then the interrupt is re-raised with the checkpoint's path as `.checkpoint`).
 
 Observers (`observe_steps(callback)`, a context manager): every `Trainer.train()` run in the current thread calls
 `callback(record)` after each optimizer step (`record`: `step`, `max_steps`, `loss`, `lr`, `seconds`,
@@ -62,6 +62,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vadapters.core.validation import check_field_types
 from vadapters.errors import BadInputError
 from vadapters.train import checkpoints as ckpt
 from vadapters.train.checkpoints import LOG_NAME, find_latest_checkpoint
@@ -126,6 +127,7 @@ class TrainingArguments:
 
     def __post_init__(self) -> None:
         self.output_dir = os.fspath(self.output_dir)
+        check_field_types(self)
         ints = {"max_steps": 1, "gradient_accumulation_steps": 1, "keep_checkpoints": 1, "log_every": 1}
         ints.update(dict.fromkeys(("lr_warmup_steps", "checkpoint_every", "validate_every", "num_workers"), 0))
         problems = [
@@ -396,13 +398,17 @@ class Trainer:
                             break
                 finally:
                     getattr(epoch_loader, "end", lambda: None)()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if mark[0] > start_step and mark[0] not in saved_at:
                 optimizer.zero_grad(set_to_none=True)
                 torch.set_rng_state(mark[4])
                 accelerator.step = mark[5]
-                path = self._save(mark, started)
-                accelerator.print(f"interrupted: saved a checkpoint at step {mark[0]} in {path}")
+                self._save(mark, started)
+            latest = find_latest_checkpoint(args.output_dir)
+            if accelerator.is_main_process and latest is not None and not interrupt.args:
+                # what a caller shows (the CLI: one line); a rerun of the same call resumes from it
+                interrupt.checkpoint = latest
+                interrupt.args = (f"training interrupted; checkpoint saved at {latest}; run it again to resume",)
             raise
         finally:
             bar.close()
