@@ -218,3 +218,28 @@ def test_one_trainer_step_with_lean(tmp_path):
     args = TrainingArguments(str(tmp_path), max_steps=1, batch_size=2, checkpoint_every=0)
     summary = Trainer(recipe, args).train()
     assert summary["steps"] == 1 and summary["final_loss"] is not None
+
+
+def test_train_adapter_switches_lean_on(tmp_path, monkeypatch):
+    import vadapters.methods.sam_adapter.train as train_module
+    from vadapters.train import train_adapter
+
+    seen = []
+
+    def recording(sam, options, trainable=None):
+        seen.append(options)
+        return enable_lean_training(sam, options, trainable)
+
+    monkeypatch.setattr(train_module, "enable_lean_training", recording)
+    summary = train_adapter(
+        "sam_adapter",
+        output_dir=tmp_path,
+        steps=1,
+        batch_size=2,
+        num_items=4,
+        val_fraction=0.0,
+        config_overrides={"scale_factor": 8},
+        checkpoint_every=0,
+        lean={"query_chunk": 16},
+    )
+    assert summary["steps"] == 1 and seen == [{"query_chunk": 16}]

@@ -8,14 +8,16 @@ both exact up to floating-point rounding:
 
 - `efficient_attention`: each block's `Attention.forward` computes attention in chunks of queries with a custom
   backward that recomputes each chunk's probabilities (as flash attention does), so only `q`, `k`, `v`, the
-  decomposed relative-position terms, the output and one log-sum-exp per query are kept, never the `N x N`
-  matrix; torch's `scaled_dot_product_attention` is used where there is no relative position.
+  decomposed relative-position terms and the output are kept, never the `N x N` matrix; torch's
+  `scaled_dot_product_attention` is used where there is no relative position.
 - `checkpoint`: every block runs under `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` when a
   gradient is needed: only its input is kept, the rest is recomputed during backward. The prompt is added by the
   block's pre-hook, outside the checkpoint, so the recomputation never touches the adapter.
 
 Mixed precision (bf16 / fp16) comes from the trainer (`TrainingArguments.mixed_precision`, Accelerate's autocast);
-the attention here keeps its softmax statistics in fp32 under autocast.
+the attention here computes its logits, softmax and gradient sums in fp32 under autocast. Switch it on with
+`train_adapter("sam_adapter", ..., lean=True, mixed_precision="bf16")` or `SAMAdapterRecipe(..., lean=True)`;
+measured in `benchmarks/sam_lean_memory.py`.
 
 Example:
     >>> import torch, vadapters
