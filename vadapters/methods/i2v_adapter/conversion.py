@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from vadapters.core.io import foreign_tensor_names, read_checkpoint
+from vadapters.core.keys import rename_keys
 from vadapters.errors import CheckpointError
 from vadapters.methods.i2v_adapter.config import I2VAdapterConfig
 
@@ -39,20 +40,13 @@ _BLOCK = r"(?:down_blocks\.\d+|mid_block|up_blocks\.\d+)\.attentions\.\d+\.trans
 _LEAF = r"(?:to_q_ff\.weight|to_out_ff\.(?:weight|bias))"
 _OFFICIAL_KEY = re.compile(rf"^({_BLOCK})\.({_LEAF})$")
 _OURS_KEY = re.compile(rf"^({_BLOCK})\.processor\.({_LEAF})$")
+_EXPECTED = "'<block>.attentions.<j>.transformer_blocks.<k>.attn1.{to_q_ff.weight,to_out_ff.weight,to_out_ff.bias}'"
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 
 def convert_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official keys -> vadapters keys; raises `CheckpointError` on any key that is not I2V-Adapter's."""
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state_dict.items():
-        match = _OFFICIAL_KEY.match(key)
-        if match is None:
-            raise CheckpointError(
-                f"unexpected key in an I2V-Adapter checkpoint: {key!r} (expected "
-                "'<block>.attentions.<j>.transformer_blocks.<k>.attn1.{to_q_ff.weight,to_out_ff.weight,to_out_ff.bias}')"
-            )
-        out[f"{match.group(1)}.processor.{match.group(2)}"] = tensor
+    out = rename_keys(state_dict, _OFFICIAL_KEY, r"\1.processor.\2", "an I2V-Adapter checkpoint", _EXPECTED)
     if not out:
         raise CheckpointError("the I2V-Adapter checkpoint holds no tensors")
     return out
@@ -60,13 +54,7 @@ def convert_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """vadapters keys -> the official layout (inverse of `convert_official`)."""
-    out = {}
-    for key, tensor in state_dict.items():
-        match = _OURS_KEY.match(key)
-        if match is None:
-            raise CheckpointError(f"key {key!r} is not part of an I2V-Adapter")
-        out[f"{match.group(1)}.{match.group(2)}"] = tensor
-    return out
+    return rename_keys(state_dict, _OURS_KEY, r"\1.\2", "an I2V-Adapter", "'<block>...attn1.processor.<leaf>'")
 
 
 def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:

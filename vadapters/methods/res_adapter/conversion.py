@@ -15,6 +15,7 @@ import re
 import torch
 
 from vadapters.core.io import foreign_tensor_names, load_tensors, save_tensors
+from vadapters.core.keys import rename_keys
 from vadapters.errors import CheckpointError
 from vadapters.methods.res_adapter.config import ResAdapterConfig
 
@@ -82,13 +83,7 @@ def convert_official_lora(kohya: dict[str, torch.Tensor]) -> tuple[dict[str, tor
 
 def convert_official_norms(norms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Diffusers-named resnet norm affines -> our keys (`...norm1.norm_weight` / `norm_bias`)."""
-    out = {}
-    for key, tensor in norms.items():
-        m = _NORM_KEY.match(key)
-        if m is None:
-            raise CheckpointError(f"unexpected key in ResAdapter norm file: {key!r} (expected resnet norm affines)")
-        out[f"{m.group(1)}.norm_{m.group(2)}"] = tensor
-    return out
+    return rename_keys(norms, _NORM_KEY, r"\1.norm_\2", "a ResAdapter norm file", "resnet norm affines")
 
 
 def to_official(state_dict: dict[str, torch.Tensor], config: ResAdapterConfig):
