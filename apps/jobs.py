@@ -6,6 +6,10 @@ handles as Ctrl-C (it saves the checkpoint of the last finished step). The job t
 checkpoint by calling the same training function with `steps=<that step>, resume=True` (no further step runs),
 so a stopped run still leaves an adapter the Generate and Segment tabs can load.
 
+`JobManager` runs one job at a time; each job belongs to the session that submitted it. Jobs of other sessions
+wait in a visible queue (their status says how many are ahead), and Stop stops or withdraws only the caller's
+own job. Work a job leaves behind (an unpacked upload) is removed by its `cleanup` callbacks however it ends.
+
 Example:
     >>> import time
     >>> def fake_train(steps, resume):  # stands in for train_adapter(..., steps=steps, resume=resume)
@@ -27,9 +31,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from vadapters.errors import AdapterStateError
+from vadapters.errors import AdapterStateError, VAdaptersError
 
-RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+QUEUED, RUNNING, FINISHED, STOPPED, FAILED = "queued", "running", "finished", "stopped", "failed"
 
 
 class TrainingJob:
@@ -44,9 +48,11 @@ class TrainingJob:
 
     def __init__(self, name: str, run: Callable[[int, bool], dict], output_dir: str, max_steps: int) -> None:
         self.name, self.run, self.output_dir, self.max_steps = name, run, output_dir, int(max_steps)
+        self.owner: str | None = None
+        self.cleanup: list[Callable[[], Any]] = []  # called once when the job ends, however it ends
         self.records: list[dict[str, Any]] = []
-        self.state = RUNNING
-        self.message = "starting"
+        self.state = QUEUED
+        self.message = "waiting to start"
         self.summary: dict[str, Any] | None = None
         self.started = time.time()
         self._stop = threading.Event()
@@ -56,6 +62,7 @@ class TrainingJob:
 
     # ------------------------------------------------------------------------------------------------ control
     def start(self) -> TrainingJob:
+        self.state, self.message, self.started = RUNNING, "starting", time.time()
         self._thread.start()
         return self
 
@@ -64,6 +71,20 @@ class TrainingJob:
         self._stop.set()
         if self.state == RUNNING:
             self.message = "stopping after the current step"
+
+    def withdraw(self) -> None:
+        """End a job that never started (taken out of the queue)."""
+        self.state, self.message = STOPPED, "withdrawn from the queue before it started; nothing was trained"
+        self._finish()
+
+    def _finish(self) -> None:
+        for callback in self.cleanup:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a failed clean-up must not hide how the job ended
+                traceback.print_exc()
+        self.cleanup = []
+        self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the job ended; True if it did."""
@@ -91,11 +112,13 @@ class TrainingJob:
                 self.state, self.message = FINISHED, f"finished {self.summary.get('steps')} steps"
             except KeyboardInterrupt:
                 self._export_after_stop()
+        except VAdaptersError as exc:  # bad input, said in the UI: no traceback in the server log
+            self.state, self.message = FAILED, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - shown in the UI; the traceback goes to the server log
             traceback.print_exc()
             self.state, self.message = FAILED, f"{type(exc).__name__}: {exc}"
         finally:
-            self._done.set()
+            self._finish()
 
     def _export_after_stop(self) -> None:
         from vadapters.train.checkpoints import checkpoint_step, find_latest_checkpoint
@@ -122,6 +145,7 @@ class TrainingJob:
 
         return {
             "name": self.name,
+            "owner": self.owner,
             "state": self.state,
             "message": self.message,
             "step": records[-1]["step"] if records else 0,
@@ -135,26 +159,90 @@ class TrainingJob:
 
 
 class JobManager:
-    """At most one training job at a time (the device is shared with the other tabs)."""
+    """One training job runs at a time (the device is shared with the other tabs); the others wait in order.
 
-    def __init__(self) -> None:
+    Each job belongs to its `owner` (the studio passes the browser session): an owner has at most one job running
+    or waiting, and `stop(owner)` only reaches that owner's job.
+
+    Example:
+        >>> manager = JobManager()
+        >>> slow = TrainingJob("a", lambda steps, resume: time.sleep(0.3) or {}, output_dir="unused", max_steps=1)
+        >>> quick = TrainingJob("b", lambda steps, resume: {}, output_dir="unused", max_steps=1)
+        >>> manager.submit(slow, "alice").state, manager.submit(quick, "bob").state
+        ('running', 'queued')
+        >>> manager.stop("mallory") is None, quick.wait(10), quick.state
+        (True, True, 'finished')
+    """
+
+    def __init__(self, max_waiting: int = 8) -> None:
         self._lock = threading.Lock()
+        self.max_waiting = int(max_waiting)
         self.current: TrainingJob | None = None
+        self.waiting: list[TrainingJob] = []
 
-    def start(self, job: TrainingJob) -> TrainingJob:
+    def submit(self, job: TrainingJob, owner: str | None) -> TrainingJob:
+        """Start `job` for `owner` now if no job runs, else queue it; refuses a second job of the same owner."""
         with self._lock:
-            if self.current is not None and not self.current.done:
+            mine = self._job_of(owner)
+            if mine is not None:
                 raise AdapterStateError(
-                    f"training job {self.current.name!r} is still running; stop it (Stop button) or wait for it"
+                    f"your training job {mine.name!r} is still {mine.state}; stop it (Stop button) or wait for it"
                 )
-            self.current = job
-        return job.start()
+            if len(self.waiting) >= self.max_waiting:
+                raise AdapterStateError(f"the training queue is full ({self.max_waiting} jobs wait); try again later")
+            job.owner = owner
+            job.cleanup.append(self._advance)
+            if self.current is None or self.current.done:
+                self.current = job
+                return job.start()
+            self.waiting.append(job)
+            job.message = self._queued_message(job)
+            return job
 
-    def stop(self) -> TrainingJob | None:
-        job = self.current
-        if job is not None:
+    def stop(self, owner: str | None) -> TrainingJob | None:
+        """Stop `owner`'s running job or withdraw its queued one; None when `owner` has no job."""
+        with self._lock:
+            job = self._job_of(owner)
+            if job is not None and job in self.waiting:
+                self.waiting.remove(job)
+                job.cleanup.remove(self._advance)
+                self._refresh_messages()
+        if job is None:
+            return None
+        if job.state == QUEUED:
+            job.withdraw()
+        else:
             job.stop()
         return job
+
+    def position(self, job: TrainingJob) -> int:
+        """0 for the running job, n for the n-th waiting one."""
+        with self._lock:
+            return self.waiting.index(job) + 1 if job in self.waiting else 0
+
+    # -------------------------------------------------------------------------------------------- internals
+    def _job_of(self, owner: str | None) -> TrainingJob | None:
+        for job in [self.current, *self.waiting]:
+            if job is not None and not job.done and job.owner == owner:
+                return job
+        return None
+
+    def _queued_message(self, job: TrainingJob) -> str:
+        ahead = self.waiting.index(job) + 1
+        running = self.current.name if self.current is not None else "another job"
+        return f"queued: {ahead} job(s) ahead of yours ({running!r} of another session is training)"
+
+    def _refresh_messages(self) -> None:
+        for job in self.waiting:
+            job.message = self._queued_message(job)
+
+    def _advance(self) -> None:
+        """Called when the current job ends: start the next waiting one."""
+        with self._lock:
+            if self.waiting:
+                self.current = self.waiting.pop(0)
+                self._refresh_messages()
+                self.current.start()
 
 
 JOBS = JobManager()

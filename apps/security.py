@@ -118,32 +118,37 @@ def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
 
 
 def check_image(image: Any, name: str = "image", max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
-    """An uploaded image as uint8 HxWx3 (grey and RGBA converted); rejects other types, empty and huge images."""
+    """An uploaded image (array, or the path of a file Gradio could not decode) as uint8 HxWx3, through the
+    library's one loader (`vadapters.core.images.load_image`): grey, palette and RGBA become RGB; empty, tiny,
+    huge, truncated and non-image uploads are refused with a readable message."""
+    from vadapters.core.images import load_image
+
     if image is None:
         raise BadInputError(f"{name}: upload an image or pick an example")
-    array = np.asarray(image)
-    if array.dtype == object or array.ndim not in (2, 3):
-        raise BadInputError(f"{name}: expected an HxW or HxWxC picture, got shape {array.shape}")
-    if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
-        raise BadInputError(f"{name}: expected 1, 3 or 4 channels, got {array.shape[2]}")
-    h, w = array.shape[:2]
-    if h < 8 or w < 8:
-        raise BadInputError(f"{name}: at least 8x8 pixels needed, got {w}x{h}")
-    if max(h, w) > max_side or h * w > MAX_IMAGE_PIXELS:
-        raise BadInputError(f"{name}: at most {max_side} px per side, got {w}x{h}; resize it first")
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    elif array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and np.nanmax(array) <= 1.0:
-            array = np.nan_to_num(array) * 255.0
-        array = np.clip(np.nan_to_num(array), 0, 255).round().astype(np.uint8)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    elif array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.shape[2] == 4:
-        array = array[..., :3]
-    return np.ascontiguousarray(array)
+    return load_image(image, name=name, max_side=max_side, max_pixels=MAX_IMAGE_PIXELS)
+
+
+def image_input(**kwargs: Any) -> Any:
+    """A `gr.Image` input whose upload is never rejected by Gradio itself: a file Gradio cannot decode (not an
+    image, truncated) reaches the event handler as its path, and `check_image` says what is wrong with it instead
+    of Gradio's "Could not preprocess input component". (The instance's `preprocess` is wrapped: a subclass of a
+    Gradio component would make Gradio write a `.pyi` stub next to this file.)"""
+    import gradio as gr
+
+    component = gr.Image(**kwargs)
+    decode = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return decode(payload)
+        except Exception:  # noqa: BLE001 - the handler's loader reports what is wrong with the file
+            path = getattr(payload, "path", None)
+            if path is None:
+                raise
+            return str(path)
+
+    component.preprocess = preprocess
+    return component
 
 
 def _as_gradio_error(exc: BaseException) -> Exception:

@@ -5,8 +5,9 @@ needs them, into `apps.cache.CACHE`); `launch(demo)` serves it on 127.0.0.1 by d
 `weights/` are what every tab uses unless a user names their own pipeline / SAM checkpoint / classifier / adapter
 folder, which must lie under the allowed roots.
 
-Heavy events (Generate, Segment, Adapt, Train) share one queue slot (`concurrency_id="heavy"`, one at a time, at
-most `max_queue` waiting); every event has a stable `api_name`, so `gradio_client` can drive the app:
+Heavy events (Generate, Video, Segment, Adapt) share one queue slot (`concurrency_id="heavy"`, one at a time, at
+most `max_queue` waiting); training runs beside them, one job at a time, each job owned by its session
+(`apps.jobs.JobManager`); every event has a stable `api_name`, so `gradio_client` can drive the app:
 `/generate`, `/generate_multiview`, `/image_to_video`, `/segment`, `/adapt`, `/train`, `/train_stop` (and small helpers such as
 `/generate_list_adapters`).
 

@@ -88,11 +88,14 @@ def generate(
     import torch
 
     import vadapters
+    from vadapters.core.hosts.diffusers import check_pipeline_sizes
+    from vadapters.core.validation import check_prompt
     from vadapters.pipelines import to_uint8
 
-    prompt = (prompt or "").strip()
-    if not prompt or len(prompt) > 500:
+    prompt = check_prompt((prompt or "").strip(), allow_empty=False)
+    if len(prompt) > 500:
         raise BadInputError("prompt: write 1-500 characters")
+    negative_prompt = check_prompt(negative_prompt or "", "negative prompt")
     seed = check_number(seed, "seed", 0, 2**31 - 1, integer=True)
     steps = check_number(steps, "steps", 1, 100, integer=True)
     guidance = check_number(guidance_scale, "guidance scale", 0.0, 20.0)
@@ -101,6 +104,7 @@ def generate(
     base = ctx.optional_path(pipeline, "pipeline folder", kind="dir")
     specs = [(ctx.roots.resolve(p, what="adapter"), w) for p, w in parse_adapter_lines(adapters)]
     pipe, names = load_generation_pipeline(ctx, base, [p for p, _ in specs])
+    sizes = check_pipeline_sizes(pipe, sizes, batch_size=2 if guidance > 1 else 1)  # the model's rules, memory
     flat_names, flat_weights = [], []
     for group, (_, weight) in zip(names, specs):
         flat_names += group

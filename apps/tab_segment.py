@@ -13,7 +13,7 @@ from vadapters.errors import BadInputError
 
 from .cache import adapter_stamp
 from .context import StudioContext
-from .security import check_image, ui_errors
+from .security import check_image, image_input, ui_errors
 
 SCENE_KINDS = ("salient", "camouflage", "shadow")
 EXAMPLE_SIZE = 192
@@ -173,7 +173,7 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
 
     with gr.Row():
         with gr.Column(scale=3):
-            image = gr.Image(label="Image (click to add prompts)", type="numpy", sources=["upload", "clipboard"])
+            image = image_input(label="Image (click to add prompts)", type="numpy", sources=["upload", "clipboard"])
             with gr.Row():
                 example = gr.Dropdown(label="Example", choices=example_names(), value="camouflage scene 0")
                 load_btn = gr.Button("Load example", size="sm")
@@ -190,7 +190,7 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
                 label="SAM-Adapter (folder under the allowed roots)", choices=[], allow_custom_value=True
             )
             refresh = gr.Button("Refresh adapters", size="sm")
-            ground_truth = gr.Image(label="Ground truth mask (optional)", type="numpy", image_mode="L", height=160)
+            ground_truth = image_input(label="Ground truth mask (optional)", type="numpy", image_mode="L", height=160)
             run = gr.Button("Segment", variant="primary")
     gallery = gr.Gallery(label="SAM | SAM-Adapter | ground truth", columns=3, height=320, object_fit="contain")
     metrics = gr.Dataframe(headers=["model", *METRIC_KEYS], label="Metrics (when a ground truth is given)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 import zipfile
 from typing import Any
@@ -25,6 +27,7 @@ SAM_DATA = ("synthetic:camouflage", "synthetic:salient", "synthetic:shadow")
 DEFAULT_OVERRIDES = {"res_adapter": "rank=4\nalpha=4.0", "sara": "", "sam_adapter": "scale_factor=8"}
 MAX_UPLOAD_BYTES = 200 * 2**20
 MAX_UPLOAD_FILES = 5000
+MAX_UPLOAD_RATIO = 100
 
 
 def training_methods() -> list[str]:
@@ -60,27 +63,54 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 
 def extract_upload(zip_path: str, dest: str) -> str:
-    """Unpack an uploaded dataset `.zip` into `dest` safely (no absolute or `..` members, size and count limits);
-    returns the folder that holds the data (the single top folder of the archive, if there is one)."""
+    """Unpack an uploaded dataset `.zip` into `dest` safely; returns the folder that holds the data (the single top
+    folder of the archive, if there is one).
+
+    Before anything is written: no absolute or `..` members, at most `MAX_UPLOAD_FILES` files and
+    `MAX_UPLOAD_BYTES` unpacked, no member compressed more than `MAX_UPLOAD_RATIO`:1 (a zip bomb), and room on
+    the disk. While unpacking, the bytes really written are counted. On any failure `dest` is removed.
+    """
     if not zipfile.is_zipfile(zip_path):
         raise BadInputError("the uploaded dataset must be a .zip of a folder")
+    root = os.path.realpath(dest)
     with zipfile.ZipFile(zip_path) as archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) > MAX_UPLOAD_FILES:
             raise BadInputError(f"the archive holds {len(members)} files; at most {MAX_UPLOAD_FILES}")
-        if sum(m.file_size for m in members) > MAX_UPLOAD_BYTES:
-            raise BadInputError(f"the archive unpacks to more than {MAX_UPLOAD_BYTES // 2**20} MiB")
-        root = os.path.realpath(dest)
+        unpacked = sum(m.file_size for m in members)
+        if unpacked > MAX_UPLOAD_BYTES:
+            raise BadInputError(
+                f"the archive unpacks to {unpacked / 2**20:.0f} MiB; at most {MAX_UPLOAD_BYTES // 2**20} MiB"
+            )
         for m in members:
             target = os.path.realpath(os.path.join(root, m.filename))
             if os.path.isabs(m.filename) or not target.startswith(root + os.sep):
                 raise BadInputError(f"the archive member {m.filename!r} points outside its folder")
-        os.makedirs(root, exist_ok=True)
-        for m in members:
-            target = os.path.realpath(os.path.join(root, m.filename))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with archive.open(m) as src, open(target, "wb") as out:
-                out.write(src.read())
+            if m.file_size > MAX_UPLOAD_RATIO * max(m.compress_size, 1) and m.file_size > 2**20:
+                raise BadInputError(
+                    f"the archive member {m.filename!r} unpacks {m.file_size / 2**20:.0f} MiB from "
+                    f"{m.compress_size / 1024:.0f} KiB (more than {MAX_UPLOAD_RATIO}:1, a zip bomb?); "
+                    "upload images that are already compressed (PNG, JPEG)"
+                )
+        parent = os.path.dirname(root)
+        os.makedirs(parent, exist_ok=True)
+        if shutil.disk_usage(parent).free < 2 * unpacked:
+            raise BadInputError(f"not enough free disk space to unpack {unpacked / 2**20:.0f} MiB")
+        try:
+            os.makedirs(root, exist_ok=True)
+            written = 0
+            for m in members:
+                target = os.path.realpath(os.path.join(root, m.filename))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with archive.open(m) as src, open(target, "wb") as out:
+                    while chunk := src.read(2**20):
+                        written += len(chunk)
+                        if written > MAX_UPLOAD_BYTES:
+                            raise BadInputError(f"the archive unpacks to more than {MAX_UPLOAD_BYTES // 2**20} MiB")
+                        out.write(chunk)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
     entries = [e for e in os.listdir(root) if not e.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and os.path.isdir(os.path.join(root, entries[0])):
         return os.path.join(root, entries[0])
@@ -91,36 +121,53 @@ def make_job(
     ctx: StudioContext, method: str, base: str, data: str, upload: str | None, steps: Any, batch_size: Any,
     learning_rate: Any, overrides: str, resolutions: str, preview_every: Any, run_name: str, resume: bool,
 ) -> TrainingJob:  # fmt: skip
-    """Validate the form and build (not start) the training job."""
+    """Validate the form and build (not start) the training job; an unpacked upload is removed when the job ends
+    (or at once, when the form is refused)."""
+    from vadapters.core.registry import get_method
+    from vadapters.core.validation import parse_sizes
+
     method = check_choice(method, "method", training_methods())
     steps = check_number(steps, "steps", 1, 100_000, integer=True)
     batch_size = check_number(batch_size, "batch size", 1, 256, integer=True)
     learning_rate = check_number(learning_rate, "learning rate", 1e-7, 1.0)
     preview_every = check_number(preview_every, "preview every", 0, 100_000, integer=True)
     config = parse_overrides(overrides)
+    get_method(method).config_cls.from_overrides(config)  # names and types, before anything is unpacked or loaded
     out = ctx.run_dir(run_name)
     if os.path.exists(out) and os.listdir(out) and not resume:
         raise BadInputError(f"run {run_name!r} already exists in {ctx.runs_dir}; pick another name or tick Continue")
     sam = method == "sam_adapter"
-    if upload:
-        data = extract_upload(upload, os.path.join(ctx.workdir, "uploads", os.path.basename(out)))
-    elif data not in (SAM_DATA if sam else DIFFUSION_DATA):
-        data = ctx.roots.resolve(data, what="dataset folder", kind="dir")
-    base_path = ctx.optional_path(base, "SAM checkpoint" if sam else "pipeline folder")
-    common = {"output_dir": out, "batch_size": batch_size, "learning_rate": learning_rate, "seed": 0,
-              "config_overrides": config, "checkpoint_every": max(1, min(50, steps)),
-              "validate_every": preview_every}  # fmt: skip
     if sam:
         options = {"num_items": 200}
     else:
-        options = {"num_items": 500, "resolutions": (resolutions or "16,24,32").strip()}
+        options = {"num_items": 500, "resolutions": parse_sizes((resolutions or "16,24,32").strip(), "resolutions")}
+    unpacked = None
+    try:
+        if upload:
+            uploads = os.path.join(ctx.workdir, "uploads")
+            os.makedirs(uploads, exist_ok=True)
+            unpacked = tempfile.mkdtemp(prefix=f"{os.path.basename(out)}-", dir=uploads)
+            data = extract_upload(upload, unpacked)
+        elif data not in (SAM_DATA if sam else DIFFUSION_DATA):
+            data = ctx.roots.resolve(data, what="dataset folder", kind="dir")
+        base_path = ctx.optional_path(base, "SAM checkpoint" if sam else "pipeline folder")
+    except BaseException:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+        raise
+    common = {"output_dir": out, "batch_size": batch_size, "learning_rate": learning_rate, "seed": 0,
+              "config_overrides": config, "checkpoint_every": max(1, min(50, steps)),
+              "validate_every": preview_every}  # fmt: skip
 
     def run(n: int, resume_run: bool) -> dict:
         from vadapters.train import train_adapter
 
         return train_adapter(method, base=base_path, data=data, steps=n, resume=resume_run, **options, **common)
 
-    return TrainingJob(run_name, run, out, steps)
+    job = TrainingJob(run_name, run, out, steps)
+    if unpacked is not None:
+        job.cleanup.append(lambda: shutil.rmtree(unpacked, ignore_errors=True))
+    return job
 
 
 def _status(snap: dict[str, Any]) -> str:
@@ -202,12 +249,16 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     @ui_errors
     def on_train(
         method, base, data, upload, steps, batch_size, learning_rate, overrides, resolutions, preview_every,
-        run_name, resume,
+        run_name, resume, request: gr.Request,
         progress=gr.Progress(),  # noqa: B008 - Gradio's progress idiom
     ):  # fmt: skip
         job = make_job(ctx, method, base, data, upload, steps, batch_size, learning_rate, overrides, resolutions,
                        preview_every, run_name, resume)  # fmt: skip
-        JOBS.start(job)
+        try:
+            JOBS.submit(job, owner=request.session_hash)
+        except BaseException:
+            job.withdraw()  # never started: remove what make_job unpacked
+            raise
         while True:
             snap = job.snapshot()
             progress((snap["step"], snap["max_steps"]), desc=snap["message"], unit="steps")
@@ -218,15 +269,17 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
         if job.state not in (RUNNING, "finished", "stopped"):
             raise gr.Error(f"training failed: {job.message}")
 
-    def on_stop():
-        job = JOBS.stop()
+    def on_stop(request: gr.Request):
+        job = JOBS.stop(owner=request.session_hash)  # only the caller's own job
         if job is None:
-            return "No training job is running.", _loss_frame({"records": []}), [], {}
+            return "You have no training job running or queued.", _loss_frame({"records": []}), [], {}
         deadline = time.time() + 120
         while not job.wait(0.5) and time.time() < deadline:
             pass
         return report(job)
 
+    # Gradio finds the session by the annotation, which `from __future__ import annotations` leaves as a string
+    on_train.__annotations__["request"] = on_stop.__annotations__["request"] = gr.Request
     method.change(on_method, method, [data, overrides], api_name="train_method_defaults", queue=False)
     event = start.click(
         on_train,
@@ -234,7 +287,8 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
          run_name, resume],
         [status, loss, previews, info],
         api_name="train",
-        **heavy,
+        concurrency_id="train",  # not the heavy slot: the job trains in its own thread, queued by JOBS
+        concurrency_limit=None,
     )  # fmt: skip
     stop.click(on_stop, None, [status, loss, previews, info], api_name="train_stop", cancels=[event],
                concurrency_limit=None, concurrency_id="control")  # fmt: skip

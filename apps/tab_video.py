@@ -37,7 +37,7 @@ from vadapters.errors import BadInputError
 
 from .cache import adapter_stamp
 from .context import StudioContext
-from .security import check_image, check_number, ui_errors
+from .security import check_image, check_number, image_input, ui_errors
 
 MAX_SIDE = 128
 MAX_FRAMES = 24
@@ -217,7 +217,7 @@ def build_video_tab(ctx: StudioContext, heavy: dict[str, Any] | None = None) -> 
     heavy = heavy or {"concurrency_id": "heavy", "concurrency_limit": 1}
     with gr.Row():
         with gr.Column(scale=2):
-            image = gr.Image(label="First frame", type="numpy", sources=["upload", "clipboard"], height=220)
+            image = image_input(label="First frame", type="numpy", sources=["upload", "clipboard"], height=220)
             with gr.Row():
                 example = gr.Dropdown(label="Example (synthetic motion clip)", choices=example_names(),
                                       value=example_names()[0])  # fmt: skip

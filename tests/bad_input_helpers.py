@@ -14,7 +14,8 @@ import torch
 
 
 def files(root: str | os.PathLike) -> dict[str, tuple[int, str, int]]:
-    """`{relative path: (size, sha256, mode)}` of every file under `root` (hidden temporaries included)."""
+    """`{relative path: (size, sha256, mode)}` of every file and folder under `root` (hidden temporaries and
+    empty folders included; a folder's size and hash are -1 and "")."""
     out = {}
     root = pathlib.Path(root)
     if not root.exists():
@@ -23,6 +24,8 @@ def files(root: str | os.PathLike) -> dict[str, tuple[int, str, int]]:
         if path.is_file():
             data = path.read_bytes()
             out[str(path.relative_to(root))] = (len(data), hashlib.sha256(data).hexdigest(), path.stat().st_mode)
+        elif path.is_dir():
+            out[str(path.relative_to(root))] = (-1, "", path.stat().st_mode)
     return out
 
 

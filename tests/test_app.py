@@ -73,9 +73,10 @@ def test_build_demo_loads_no_model_and_sets_api_names_and_queue(monkeypatch, tmp
     demo = build_demo([str(tmp_path)], max_queue=5)
     assert CACHE.keys() == before
     fns = {d.api_name: d for d in demo.fns.values() if d.fn is not None}
-    for name in ("generate", "generate_multiview", "image_to_video", "segment", "adapt", "train"):
+    for name in ("generate", "generate_multiview", "image_to_video", "segment", "adapt"):
         assert fns[name].concurrency_id == HEAVY_CONCURRENCY_ID
         assert fns[name].concurrency_limit == 1
+    assert fns["train"].concurrency_id != HEAVY_CONCURRENCY_ID  # a training job must not hold the heavy slot
     assert fns["train_stop"].concurrency_id != HEAVY_CONCURRENCY_ID  # Stop must not wait behind training
     assert demo._queue.max_size == 5
 
