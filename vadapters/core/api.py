@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from vadapters._version import __version__
-from vadapters.core import hosts
+from vadapters.core import hosts, hub
+from vadapters.core.bases import check_base_name, host_base_name
 from vadapters.core.config import AdapterConfig, config_from_file, read_config_dict
 from vadapters.core.injector import BaseInjector, copy_into_slot
 from vadapters.core.io import (
@@ -180,17 +181,25 @@ def inject(host: Any, config: AdapterConfig, adapter_name: str = "default") -> A
     """
     if not isinstance(config, AdapterConfig):
         raise BadInputError(f"config must be an AdapterConfig subclass instance, got {type(config).__name__}")
+    if config.base_model_name_or_path is None and host_base_name(host) is not None:
+        config = config.replace(base_model_name_or_path=host_base_name(host))  # saved, compared on load
     component = config.target_component or get_method(config.method).injector_cls.component
     _inject_into(hosts.resolve_target(host, component), config, adapter_name, trainable=True)
     return host
 
 
-def read_adapter(path: str, method: str | None) -> list[tuple[str | None, AdapterConfig, dict[str, torch.Tensor]]]:
+def read_adapter(
+    path: str | os.PathLike,
+    method: str | None = None,
+    *,
+    subfolder: str | None = None,
+    weight_name: str | None = None,
+    revision: str | None = None,
+) -> list[tuple[str | None, AdapterConfig, dict[str, torch.Tensor]]]:
     """(name hint, config, state dict) for each adapter at `path`: a vadapters folder or single file, an official
-    checkpoint a method recognises (or `method` forces), or a folder of named adapter subfolders."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"adapter path not found: {path!r}")
+    checkpoint a method recognises (or `method` forces), or a folder of named adapter subfolders; local, or on the
+    Hugging Face Hub (`ORG/NAME[/FOLDER]`, with `subfolder` / `weight_name` / `revision`: see `core.hub.resolve`)."""
+    path = hub.resolve(path, subfolder=subfolder, weight_name=weight_name, revision=revision, what="adapter")
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_NAME)) and method in (None, "vadapters"):
         data = read_config_dict(path)
         config = config_from_file(get_method(data["method"]).config_cls, data, os.path.join(path, CONFIG_NAME))
@@ -279,23 +288,34 @@ def load(
     is_trainable: bool = False,
     method: str | None = None,
     weight: float | None = None,
+    subfolder: str | None = None,
+    weight_name: str | None = None,
+    revision: str | None = None,
     **config_overrides: Any,
 ) -> Any:
     """Load an adapter folder, single file, or official checkpoint into `host`. Returns `host`.
+
+    The adapter's recorded base is compared with the host's (`vadapters.core.bases`, the one rule for every
+    method): another architecture raises `IncompatibleBaseError`, another base of the same architecture loads with
+    a `BaseModelWarning` naming both (SaRA refuses it: its update is tied to the base's exact weights).
 
     Args:
         host: a diffusers pipeline or model.
         path: a vadapters folder (`adapter_config.json` + `adapter_model.safetensors`), a single-file
             `.safetensors` written by vadapters, or an official checkpoint a method recognises (e.g. the
-            ResAdapter two-file folder).
+            ResAdapter two-file folder); local, or a Hugging Face Hub id `ORG/NAME[/FOLDER]` (downloaded into, or
+            read offline from, the Hugging Face cache by huggingface_hub).
         adapter_name (`str`, optional): defaults to the method name (then `<method>_1`, ...).
         strict (`bool`): raise on missing or unexpected keys (shape mismatches always raise).
         is_trainable (`bool`): leave the adapter's parameters trainable (frozen by default, as PEFT).
         method (`str`, optional): force a method's converter for an official checkpoint.
         weight (`float`, optional): adapter weight to set after loading.
+        subfolder (`str`, optional): folder inside `path` (as diffusers' loaders), e.g. `"resadapter_v2_sd1.5"`.
+        weight_name (`str`, optional): one file inside `path` / `subfolder` (only that file is fetched).
+        revision (`str`, optional): branch, tag or commit of a Hub repository.
         **config_overrides: config fields to change at load time (e.g. `norm_blend=0.5` for ResAdapter).
     """
-    sources = read_adapter(os.fspath(path), method)
+    sources = read_adapter(path, method, subfolder=subfolder, weight_name=weight_name, revision=revision)
     loaded = []
     try:
         for hint, config, tensors in sources:
@@ -310,6 +330,7 @@ def load(
             _inject_into(module, config, name, trainable=is_trainable)
             loaded.append((module, name))
             load_adapter_state_dict(module, name, tensors, strict=strict)
+            check_base_name(config.base_model_name_or_path, host, f"{config.method} adapter {name!r}")
             if weight is not None:
                 state = get_state(module)
                 state.weights[name] = float(weight)

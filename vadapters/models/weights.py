@@ -20,24 +20,12 @@ import platform
 import time
 from typing import Any
 
+from vadapters.core.bases import weights_dir  # the core names embedded bases, so it owns where they live
 from vadapters.core.io import atomic_write_text
 from vadapters.errors import CheckpointError
 
 MANIFEST_NAME = "manifest.json"
 _VERIFIED: dict[tuple[str, int, float], str] = {}
-
-
-def weights_dir() -> pathlib.Path:
-    """`$VADAPTERS_WEIGHTS`, else the installed `vadapters.weights` package (the repository's `weights/`)."""
-    override = os.environ.get("VADAPTERS_WEIGHTS")
-    if override:
-        return pathlib.Path(override)
-    import importlib.util
-
-    spec = importlib.util.find_spec("vadapters.weights")
-    if spec is not None and spec.submodule_search_locations:
-        return pathlib.Path(next(iter(spec.submodule_search_locations)))
-    return pathlib.Path(__file__).resolve().parents[2] / "weights"
 
 
 def read_manifest(root: pathlib.Path | None = None) -> dict[str, Any]:

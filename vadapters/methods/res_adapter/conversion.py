@@ -135,7 +135,7 @@ def convert(path: str) -> tuple[ResAdapterConfig, dict[str, torch.Tensor]]:
         alpha=alpha,
         use_lora=lora_path is not None,
         use_norms=norm_path is not None,
-        base_model_name_or_path=os.path.abspath(path),
+        base_model_name_or_path=None,  # released for any SD1.5 / SDXL checkpoint: no one base to compare with
         base_signature=_KNOWN_BASES.get((n_lora, n_norm)),
     )
     return config, state

@@ -1,0 +1,125 @@
+"""Which base model an adapter was made on: one name per base, recorded on inject, compared on load.
+
+Every method follows the same rule (`vadapters.load` applies it):
+
+- **Architecture** (`base_signature`: block widths, layer counts): another architecture raises
+  `IncompatibleBaseError`; the weights could not fit.
+- **Base name** (`base_model_name_or_path`, recorded by `inject` from the host and written by `save_pretrained`):
+  another base of the same architecture loads, with a `BaseModelWarning` naming both (an adapter trained on one
+  checkpoint runs on a fine-tune of it, but its outputs are only checked on its own base).
+- **SaRA** additionally refuses another base by weight fingerprint (`IncompatibleBaseError`): its update replaces
+  chosen entries of the base's own weights, so it means nothing on other weights (`check_base=False` overrides).
+
+Names are canonical so the same base gets the same name on every machine: `ORG/NAME` for a Hub repository (also when
+loaded from its cache snapshot), `vadapters:NAME` for an embedded default under `weights/`, the real path of any
+other local folder (a pipeline component's folder counts as its pipeline's), and `vadapters:tiny` for the seeded
+random-weights tiny architecture when asked for by name.
+
+Example:
+    >>> canonical_base_name("/c/hub/models--ORG--NAME/snapshots/0123/unet"), canonical_base_name(None)
+    ('ORG/NAME', None)
+    >>> canonical_base_name(str(weights_dir() / "tiny-sd"))
+    'vadapters:tiny-sd'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import warnings
+from typing import Any
+
+from vadapters.core.hub import hub_id_of_cache_path
+
+EMBEDDED_PREFIX = "vadapters:"
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "transformer", "motion_adapter", "controlnet")
+
+
+class BaseModelWarning(UserWarning):
+    """An adapter is loaded onto another base model (same architecture) than the one it was made on."""
+
+
+def weights_dir() -> pathlib.Path:
+    """Folder of the embedded defaults: `$VADAPTERS_WEIGHTS`, else the installed `vadapters.weights` package (the
+    repository's `weights/`).
+
+    Example:
+        >>> (weights_dir() / "manifest.json").name
+        'manifest.json'
+    """
+    override = os.environ.get("VADAPTERS_WEIGHTS")
+    if override:
+        return pathlib.Path(override)
+    spec = importlib.util.find_spec("vadapters.weights")
+    if spec is not None and spec.submodule_search_locations:
+        return pathlib.Path(next(iter(spec.submodule_search_locations)))
+    return pathlib.Path(__file__).resolve().parents[2] / "weights"
+
+
+def canonical_base_name(name_or_path: Any) -> str | None:
+    """The machine-independent name of a base given as a Hub id, a local path, or a name (see the module doc).
+
+    Example:
+        >>> canonical_base_name("runwayml/stable-diffusion-v1-5")
+        'runwayml/stable-diffusion-v1-5'
+    """
+    if name_or_path is None or str(name_or_path) == "":
+        return None
+    text = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else str(name_or_path)
+    hub = hub_id_of_cache_path(text)
+    if hub is not None:
+        return _pipeline_of(hub, lambda parent: True)
+    if not os.path.exists(text):
+        return text
+    path = os.path.realpath(text)
+    path = _pipeline_of(path, lambda parent: os.path.isfile(os.path.join(parent, "model_index.json")))
+    root = os.path.realpath(weights_dir())
+    if os.path.commonpath([root, path]) == root and path != root:
+        return EMBEDDED_PREFIX + pathlib.PurePath(os.path.relpath(path, root)).as_posix()
+    return path
+
+
+def _pipeline_of(path: str, is_pipeline: Any) -> str:
+    head, _, tail = path.replace("\\", "/").rstrip("/").rpartition("/")
+    return head if tail in COMPONENTS and head and is_pipeline(head) else path
+
+
+def host_base_name(host: Any) -> str | None:
+    """The canonical name of the base a host was loaded from, where it says: a diffusers pipeline's
+    `name_or_path`, a model's `config._name_or_path` (diffusers) or `name_or_path` attribute (transformers; set by
+    `vadapters.models.load_sam`). None for a model built in memory.
+
+    Example:
+        >>> import torch
+        >>> host_base_name(torch.nn.Linear(2, 2)) is None
+        True
+    """
+    name = getattr(host, "name_or_path", None)
+    if not name:
+        config = getattr(host, "config", None)
+        getter = getattr(config, "get", None)
+        name = getter("_name_or_path", None) if callable(getter) else getattr(config, "_name_or_path", None)
+    return canonical_base_name(name) if isinstance(name, (str, os.PathLike)) else None
+
+
+def check_base_name(recorded: str | None, host: Any, what: str) -> None:
+    """Warn (`BaseModelWarning`) when `recorded` (an adapter's `base_model_name_or_path`) names another base than
+    `host` was loaded from; silent when either is unknown.
+
+    Example:
+        >>> import torch
+        >>> check_base_name("ORG/NAME", torch.nn.Linear(2, 2), "res_adapter adapter")  # host unknown: silent
+    """
+    found = host_base_name(host)
+    expected = canonical_base_name(recorded)
+    if expected is None or found is None or expected == found:
+        return
+    warnings.warn(
+        BaseModelWarning(
+            f"this {what} was made on base {expected!r} but is being loaded onto {found!r} (same architecture). "
+            "It loads and runs, but its outputs were only trained and checked on its own base: load it onto that "
+            "base for the results it was made for (vadapters.models.load_pipeline / load_sam accept the name)."
+        ),
+        stacklevel=3,
+    )
