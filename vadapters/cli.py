@@ -13,9 +13,7 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from vadapters.commands.options import add_training_arguments, parse_adapter, parse_sets, run_training  # noqa: E402
+from vadapters.commands.options import add_training_arguments, parse_adapter, parse_sets, run_training
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -253,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------ parser
 def add_diffusion_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `vadapters train <method>` for adapters trained on a diffusers pipeline."""
-    base = ("--pipeline", "local diffusers pipeline folder (default: the embedded tiny pipeline)")
+    base = ("--pipeline", "pipeline folder or Hub id ORG/NAME (default: the embedded trained tiny-sd; 'tiny': random)")
     data = ("synthetic", "image folder with captions, or 'synthetic'")
     add_training_arguments(p, base=base, data=data, batch_size=4, lr=1e-4, config="the method's config")
     p.add_argument("--resolutions", default="16,24,32", help="bucket sizes: comma list of S or HxW")
@@ -282,8 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("generate", help="text-to-image with adapters (tiny embedded pipeline by default)")
-    p.add_argument("--pipeline", help="local diffusers pipeline folder (default: the embedded tiny pipeline)")
-    p.add_argument("--adapter", action="append", help="adapter folder/file, optionally DIR:WEIGHT; repeatable")
+    p.add_argument("--pipeline", help="pipeline folder or Hub id ORG/NAME (default: the embedded trained tiny-sd)")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        help="adapter folder/file or Hub id ORG/NAME[/FOLDER], optionally :WEIGHT; repeatable",
+    )
     p.add_argument("--method", help="force a converter for official checkpoints (e.g. res_adapter)")
     p.add_argument("--prompt", default="a red disc on a blue to green background")
     p.add_argument("--negative-prompt", default=None)
