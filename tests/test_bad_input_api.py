@@ -12,6 +12,7 @@ import torch
 from bad_input_helpers import files, host_state, same_state, write_bad_images, write_config_with
 
 import vadapters
+import vadapters.tta
 from vadapters.errors import AdapterStateError, BadInputError, CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def world(tmp_path_factory):
     """A tiny SD pipeline, a tiny SAM predictor, a saved ResAdapter (folder and single file), bad images."""
     from vadapters.methods.res_adapter import ResAdapterConfig
-    from vadapters.models import tiny_sd_pipeline
+    from vadapters.models import tiny_sd_pipeline, tiny_timm_classifier
     from vadapters.pipelines import SAMAdapterPredictor
 
     root = tmp_path_factory.mktemp("bad_input_api")
@@ -45,7 +46,10 @@ def world(tmp_path_factory):
     (folder / "adapter_model.safetensors").write_bytes(weights[: len(weights) - 40])
     predictor = SAMAdapterPredictor()
     images = write_bad_images(root / "images")
-    return types.SimpleNamespace(root=root, pipe=pipe, predictor=predictor, images=images)
+    classifier = tiny_timm_classifier("test_resnet", seed=0)
+    vadapters.tta.LAME(classifier).save_pretrained(root / "lame")
+    write_config_with(root / "lame_knn_text", root / "lame", knn="5")
+    return types.SimpleNamespace(root=root, pipe=pipe, predictor=predictor, images=images, classifier=classifier)
 
 
 def _load(name):
@@ -113,6 +117,10 @@ CASES = [
     ("config int field given text", _config("mv_adapter", num_views="4"), BadInputError, r"num_views must be an int"),
     ("config bool field given int", _config("i2v_adapter", copy_query=1), BadInputError, r"copy_query must be true or false"),
     ("config int field given float", _config("sam_adapter", scale_factor=8.0), BadInputError, r"scale_factor must be an int"),
+    ("tta config int given text", lambda w: vadapters.tta.LAMEConfig(knn="5"), BadInputError, r"LAMEConfig.knn must be an int, got str '5'"),
+    ("tta config tuple given text", lambda w: vadapters.tta.LAMEConfig(mean=(0.5, "a", 0.5)), BadInputError, r"LAMEConfig.mean must be a list of numbers or null"),
+    ("tta config bool given text", lambda w: vadapters.tta.TENTConfig(episodic="yes"), BadInputError, r"TENTConfig.episodic must be true or false"),
+    ("tta file knn text", lambda w: vadapters.tta.from_pretrained(w.classifier, w.root / "lame_knn_text"), CheckpointError, r"lame_knn_text/adapter_config.json: LAMEConfig.knn must be an int"),
     ("training max_steps text", _training_arguments(max_steps="10"), BadInputError, r"max_steps must be an int, got str '10'"),
     ("training learning_rate text", _training_arguments(learning_rate="1e-3"), BadInputError, r"learning_rate must be a number"),
     ("load override wrong type", lambda w: vadapters.load(w.pipe, w.root / "res", norm_blend="half"), BadInputError, r"norm_blend must be a number"),
@@ -176,11 +184,13 @@ CASES = [
 def test_bad_input_is_refused_and_changes_nothing(world, call, error, message):
     on_disk = files(world.root)
     unet, sam = host_state(world.pipe.unet), host_state(world.predictor.model)
+    classifier = host_state(world.classifier)
     with pytest.raises(error, match=message):
         call(world)
     assert files(world.root) == on_disk
     assert same_state(host_state(world.pipe.unet), unet)
     assert same_state(host_state(world.predictor.model), sam)
+    assert same_state(host_state(world.classifier), classifier)
     assert vadapters.list_adapters(world.pipe) == {}
 
 

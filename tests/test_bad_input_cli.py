@@ -107,6 +107,13 @@ CASES = [
     ("segment point malformed", _segment("good", "--point", "7"), r"--point expects 2 comma-separated numbers"),
     ("segment box outside", _segment("good", "--box", "0,0,80,10"), r"box \(0, 0, 80, 10\) must lie inside the 64x64 image"),
     ("segment box reversed", _segment("good", "--box", "10,10,2,20"), r"x0 < x1 and y0 < y1"),
+    ("i2v missing image", _cmd("i2v", "--image", "{root}/images/missing.png", "--out", "{root}/out/v.gif"), r"--image: file not found"),
+    ("i2v 1x1 image", _cmd("i2v", "--image", "{root}/images/dot.png", "--out", "{root}/out/v.gif"), r"--image: at least 8x8 pixels needed, got 1x1"),
+    ("i2v frames 0", _cmd("i2v", "--image", "{root}/images/good.png", "--frames", "0", "--out", "{root}/out/v.gif"), r"--frames must be an int >= 1, got 0"),
+    ("i2v frames 1000", _cmd("i2v", "--image", "{root}/images/good.png", "--frames", "1000", "--out", "{root}/out/v.gif"), r"--frames must be an int in \[1, \d+\], got 1000"),
+    ("i2v height 100000", _cmd("i2v", "--image", "{root}/images/good.png", "--height", "100000", "--out", "{root}/out/v.gif"), r"size 100000x32 is larger than \d+ px per side"),
+    ("i2v steps -5", _cmd("i2v", "--image", "{root}/images/good.png", "--steps=-5", "--out", "{root}/out/v.gif"), r"--steps must be an int >= 1, got -5"),
+    ("generate image frames 0", _gen("--image", "{root}/images/good.png", "--frames", "0"), r"--frames must be an int >= 1, got 0"),
     ("segment adapter scale text", _segment("good", "--adapter", "{root}/sam_scale_text"), r"scale_factor must be an int, got str '8'"),
 ]  # fmt: skip
 

@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"interrupted: checkpoint saved at {checkpoint}; run the same command to resume: {command}",
                   file=sys.stderr)  # fmt: skip
         else:
-            print("interrupted: nothing was saved", file=sys.stderr)
+            print("interrupted", file=sys.stderr)
         return 130
 
 

@@ -16,15 +16,26 @@ def cmd_i2v(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import vadapters
+    from vadapters.core.hosts.diffusers import check_pipeline_sizes
+    from vadapters.core.images import load_image
+    from vadapters.core.validation import check_float, check_int, check_prompt
     from vadapters.pipelines.image2video import I2VPipeline, load_video_pipeline, save_video
 
+    image = Image.fromarray(load_image(args.image, name="--image"))  # every input is checked before a model loads
+    check_prompt(args.prompt, "--prompt")
+    check_int(args.frames, "--frames", low=1)
+    check_int(args.steps, "--steps", low=1)
+    check_float(args.guidance_scale, "--guidance-scale", low=0.0)
+    check_int(args.scale, "--scale", 1, 64)
     pipe = I2VPipeline.from_pipe(load_video_pipeline(args.pipeline))
     pipe.set_progress_bar_config(disable=True)
+    check_int(args.steps, "--steps", 1, pipe.scheduler.config.num_train_timesteps)
+    check_int(args.frames, "--frames", 1, pipe.unet.config.get("motion_max_seq_length") or None)
+    cfg = 2 if args.guidance_scale > 1 else 1
+    check_pipeline_sizes(pipe, [(args.height, args.width)], batch_size=args.frames * cfg)
     for spec in args.adapter or []:
         path, weight = parse_adapter(spec)
         vadapters.load(pipe, path, weight=weight)
-    with Image.open(args.image) as im:
-        image = im.convert("RGB")
     prior = args.prior_strength
     if prior is not None and prior != "auto":
         prior = float(prior)

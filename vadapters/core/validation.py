@@ -26,6 +26,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import types
 import typing
 from typing import Any
@@ -208,7 +209,17 @@ def _match(value: Any, annotation: Any) -> Any:
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that does not resolve is not checked (the others are)
+        hints = {}
+        for klass in reversed(cls.__mro__):
+            namespace = dict(getattr(sys.modules.get(klass.__module__), "__dict__", {}))
+            for name, annotation in vars(klass).get("__annotations__", {}).items():
+                try:
+                    hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
+                except Exception:  # noqa: BLE001
+                    hints[name] = Any
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
 
 

@@ -31,8 +31,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vadapters.core.config import AdapterConfig, read_config_dict
-from vadapters.core.io import WEIGHTS_NAME, load_tensors, save_tensors
+from vadapters.core.config import AdapterConfig, config_from_file, read_config_dict
+from vadapters.core.io import CONFIG_NAME, WEIGHTS_NAME, load_tensors, save_tensors
+from vadapters.core.validation import check_field_types
 from vadapters.errors import BadInputError, CheckpointError
 
 _CORE_KEYS = ("method", "vadapters_version", "base_model_name_or_path", "base_signature", "target_component")
@@ -56,6 +57,7 @@ class TTAConfig(AdapterConfig):
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of augmentations and restores"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # before the conversion below: a text is not a float
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
@@ -265,7 +267,7 @@ class TTAMethod:
     @classmethod
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike, **kwargs: Any) -> TTAMethod:
         """Rebuild a wrapper around `model` from `save_pretrained` output (strict)."""
-        config = cls.config_cls.from_dict(read_config_dict(directory))
+        config = config_from_file(cls.config_cls, read_config_dict(directory), os.path.join(directory, CONFIG_NAME))
         wrapper = cls(model, config, **kwargs)
         tensors, _ = load_tensors(os.path.join(directory, WEIGHTS_NAME))
         wrapper.load_state_dict(tensors)
