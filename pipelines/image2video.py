@@ -83,6 +83,11 @@ def load_video_pipeline(pipeline: Any = None) -> Any:
                     "tiny-animatediff`, or pass a local AnimateDiff pipeline folder (or 'tiny')"
                 ) from None
             pipe = load_animatediff_pipeline(None, path)
+        if not pipe.name_or_path:  # assembled in memory: name the base an adapter records (vadapters.core.bases)
+            from vadapters.core.bases import canonical_base_name
+
+            names = {None: "vadapters:tiny-animatediff", "tiny": "vadapters:tiny"}
+            pipe.register_to_config(_name_or_path=names.get(path) or canonical_base_name(path))
         pipe.set_progress_bar_config(disable=True)
     else:
         pipe = pipeline

@@ -153,3 +153,84 @@ def test_local_paths_keep_working_and_shadow_hub_ids(cache, tmp_path, monkeypatc
     pipe = tiny_sd_pipeline()
     vadapters.load(pipe, "vadapters-test/res-tiny", adapter_name="local")  # the local folder wins
     assert "local" in vadapters.list_adapters(pipe)
+
+
+def test_sam_model_type_reads_the_official_file_from_torch_hubs_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    from vadapters.models import load_sam
+    from vadapters.models.defaults import SAM_URL
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "sam_vit_b_01ec64.pth"
+    with pytest.raises(CheckpointError, match=rf"{SAM_URL}sam_vit_b_01ec64.pth.*HF_HUB_OFFLINE=1.*{cached}"):
+        load_sam("vit_b")
+    cached.parent.mkdir(parents=True)
+    torch.save({"not": torch.zeros(1)}, cached)  # found in the cache and read: the shapes say it is no SAM
+    with pytest.raises(CheckpointError, match=rf"{cached}.*not a segment-anything checkpoint"):
+        load_sam("vit_b")
+    with pytest.raises(vadapters.BadInputError, match="vit_b"):
+        from vadapters.models.defaults import official_sam_checkpoint
+
+        official_sam_checkpoint("vit_x")
+
+
+@pytest.mark.slow
+def test_sam_model_type_loads_a_real_size_vit_b_from_the_cache(tmp_path, monkeypatch):
+    """A ViT-B checkpoint in the official key layout (deterministic values, 375 MB) where torch.hub keeps it."""
+    from vadapters.models import load_sam
+    from vadapters.models.real import sam_vit
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "sam_vit_b_01ec64.pth"
+    cached.parent.mkdir(parents=True)
+    reference = sam_vit("vit_b", device="cpu", seed=0)
+    torch.save(reference.state_dict(), cached)
+    sam = load_sam("vit_b")
+    assert sam.name_or_path.endswith("sam_vit_b_01ec64.pth")
+    key = "image_encoder.blocks.11.attn.qkv.weight"
+    assert torch.equal(sam.state_dict()[key], reference.state_dict()[key])
+
+
+@pytest.fixture
+def timm_cache(tmp_path, monkeypatch):
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet.r160_in1k", pretrained=False)
+    save_for_hf(model, str(tmp_path / "repo"), safe_serialization="both")
+    put_in_cache(tmp_path / "hub", "timm/test_resnet.r160_in1k", tmp_path / "repo")
+    use_cache(monkeypatch, tmp_path / "hub")
+    return model
+
+
+@pytest.mark.parametrize(
+    "name", ["test_resnet.r160_in1k", "hf-hub:timm/test_resnet.r160_in1k", "timm/test_resnet.r160_in1k"]
+)
+def test_timm_names_load_pretrained_weights_through_the_cache(timm_cache, name):
+    from vadapters.tta.runner import load_classifier
+
+    model = load_classifier(name)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    for key, value in timm_cache.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_timm_names_missing_or_unknown_say_what_to_do(timm_cache):
+    from vadapters.tta.runner import load_classifier
+
+    with pytest.raises(CheckpointError, match=r"hf download timm/test_vit.r160_in1k"):
+        load_classifier("test_vit.r160_in1k")
+    with pytest.raises(vadapters.BadInputError, match="not a timm model name"):
+        load_classifier("no_such_net")
+
+
+def test_cli_adapt_runs_lame_on_a_timm_model_from_the_cache(timm_cache, tmp_path, capsys):
+    from vadapters.cli import main
+
+    argv = ["adapt", "--model", "test_resnet.r160_in1k", "--method", "lame", "--stream", "iid"]
+    argv += ["--corruptions", "clean", "--num-samples", "16", "--batch-size", "8", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "lame.json")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "lame.json").is_file() and "mean error" in capsys.readouterr().out

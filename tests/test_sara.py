@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -420,7 +421,7 @@ def test_trainer_runs_reselection_and_resumes_exactly(tmp_path):
     assert state["method"]["reselected"] and state["method"]["frozen"]
 
 
-def test_cli_train_then_generate(tmp_path):
+def test_cli_train_then_generate(tmp_path, capsys):
     from vadapters.cli import main
 
     out = tmp_path / "sara"
@@ -429,8 +430,13 @@ def test_cli_train_then_generate(tmp_path):
     assert (out / WEIGHTS_NAME).is_file()
     image = tmp_path / "gen.png"
     assert main(["generate", "--adapter", str(out), "--prompt", "a red circle", "--height", "16", "--width", "16",
-                 "--steps", "2", "--out", str(image), "--pipeline", "tiny"]) == 0  # fmt: skip
+                 "--steps", "2", "--out", str(image)]) == 0  # fmt: skip  # one default base for train and generate
     assert image.is_file()
+    other_base = ["generate", "--adapter", str(out), "--steps", "1", "--out", str(image), "--pipeline", "tiny"]
+    assert main(other_base) == 2  # refused by weight fingerprint, naming both bases
+    assert re.search(
+        r"weights differ from the base.*made on 'vadapters:tiny-sd'.*onto 'vadapters:tiny'", capsys.readouterr().err
+    )
 
 
 _DDP_SCRIPT = textwrap.dedent(

@@ -151,13 +151,13 @@ def test_image_caption_folder(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- trainer
 def _recipe(seed=0, cls=None, **kwargs):
-    from vadapters.models import tiny_sd_pipeline
+    from vadapters.models import load_pipeline
     from vadapters.train.diffusion import DiffusionAdapterRecipe
 
     cls = cls or DiffusionAdapterRecipe
     source = make_source("synthetic", num_items=TRAIN["num_items"], seed=seed)
     return cls(
-        tiny_sd_pipeline(),
+        load_pipeline(None),  # the one default base, as train_adapter(base=None)
         ResAdapterConfig(**CONFIG),
         source,
         TRAIN["resolutions"],

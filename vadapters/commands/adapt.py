@@ -93,7 +93,12 @@ def register(sub: Any) -> None:
     from vadapters.tta.runner import DATASETS, STREAMS
 
     p = sub.add_parser("adapt", help="test-time adaptation over a corrupted stream (LAME, VDP, TENT, CoTTA, ...)")
-    p.add_argument("--model", default="cnn", help="cnn | vit (embedded defaults), a classifier folder, or tiny:NAME")
+    p.add_argument(
+        "--model",
+        default="cnn",
+        help="cnn | vit (embedded defaults), a classifier folder, a timm model with pretrained weights "
+        "(resnet18.a1_in1k, ORG/NAME: through the Hugging Face cache), or tiny:NAME",
+    )
     p.add_argument("--method", choices=tuple(METHODS), default="lame")
     p.add_argument("--stream", choices=STREAMS, default="continual")
     p.add_argument("--corruptions", default="standard", help="'standard' (the 15) or a comma list, 'clean' allowed")

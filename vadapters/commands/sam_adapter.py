@@ -25,7 +25,7 @@ def cmd_train_sam_adapter(args: argparse.Namespace) -> int:
 
 def register_train(tsub) -> list[str]:
     p = tsub.add_parser("sam_adapter", help="SAM-Adapter on a segment-anything SAM (prompts + mask decoder)")
-    base = ("--sam", "official sam_vit_*.pth, a tiny-sam folder, or omit for the default")
+    base = ("--sam", "vit_b | vit_l | vit_h (official, cached), a sam_vit_*.pth, a tiny-sam folder; omit: default")
     data = ("synthetic:camouflage", "folder with images/ + masks/, or synthetic:camouflage|shadow|salient")
     add_training_arguments(p, base=base, data=data, batch_size=4, lr=2e-4, config="SAMAdapterConfig")
     p.add_argument("--loss", choices=("iou", "bbce", "bce"), default="iou", help="bbce for shadows")
@@ -70,7 +70,9 @@ def register(sub) -> None:
     p = sub.add_parser("segment", help="segment an image with SAM (+ a SAM-Adapter), prompt-free or with points/box")
     p.add_argument("--image", required=True)
     p.add_argument("--adapter", default=None, help="SAM-Adapter folder/file, or an official SAM-Adapter checkpoint")
-    p.add_argument("--sam", default=None, help="official sam_vit_*.pth (default: the embedded tiny SAM)")
+    p.add_argument(
+        "--sam", default=None, help="vit_b | vit_l | vit_h (official, cached), a sam_vit_*.pth (default: the tiny SAM)"
+    )
     p.add_argument("--point", action="append", help="foreground point x,y in pixels; repeatable")
     p.add_argument("--box", default=None, help="box x0,y0,x1,y1 in pixels")
     p.add_argument("--out", required=True, help="output mask PNG")

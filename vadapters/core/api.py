@@ -27,7 +27,7 @@ from torch import nn
 
 from vadapters._version import __version__
 from vadapters.core import hosts, hub
-from vadapters.core.bases import check_base_name, host_base_name
+from vadapters.core.bases import check_base_name, describe_bases, host_base_name
 from vadapters.core.config import AdapterConfig, config_from_file, read_config_dict
 from vadapters.core.injector import BaseInjector, copy_into_slot
 from vadapters.core.io import (
@@ -105,7 +105,8 @@ def _inject_into(module: nn.Module, config: AdapterConfig, name: str, trainable:
             raise IncompatibleBaseError(
                 f"this {spec.name} adapter was made for {hosts.describe_signature(config.base_signature)}, "
                 f"but the model is {hosts.describe_signature(found)} (differs in: {', '.join(mismatch)}). "
-                "Load it into the base it was trained on."
+                "Load it into the base it was trained on"
+                + (f": {config.base_model_name_or_path!r}." if config.base_model_name_or_path else ".")
             )
         injector.check_host(module, config)
         if config.base_signature is None:
@@ -327,7 +328,10 @@ def load(
             if not hosts.is_pipeline(host):
                 component = None
             module = hosts.resolve_target(host, component)
-            _inject_into(module, config, name, trainable=is_trainable)
+            try:
+                _inject_into(module, config, name, trainable=is_trainable)
+            except IncompatibleBaseError as err:
+                raise IncompatibleBaseError(f"{err} {describe_bases(config.base_model_name_or_path, host)}") from err
             loaded.append((module, name))
             load_adapter_state_dict(module, name, tensors, strict=strict)
             check_base_name(config.base_model_name_or_path, host, f"{config.method} adapter {name!r}")

@@ -103,6 +103,19 @@ def host_base_name(host: Any) -> str | None:
     return canonical_base_name(name) if isinstance(name, (str, os.PathLike)) else None
 
 
+def describe_bases(recorded: str | None, host: Any) -> str:
+    """`"(made on 'A'; loading onto 'B')"` for messages, each side `unknown` when not known.
+
+    Example:
+        >>> import torch
+        >>> describe_bases("ORG/NAME", torch.nn.Linear(2, 2))
+        "(adapter made on 'ORG/NAME'; loading onto an unnamed model)"
+    """
+    expected, found = canonical_base_name(recorded), host_base_name(host)
+    made = f"made on {expected!r}" if expected else "made on an unrecorded base"
+    return f"(adapter {made}; loading onto {repr(found) if found else 'an unnamed model'})"
+
+
 def check_base_name(recorded: str | None, host: Any, what: str) -> None:
     """Warn (`BaseModelWarning`) when `recorded` (an adapter's `base_model_name_or_path`) names another base than
     `host` was loaded from; silent when either is unknown.

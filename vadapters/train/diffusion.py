@@ -334,17 +334,16 @@ def write_validation_grid(rows: list[list[np.ndarray]], output_dir: str, step: i
 
 
 def load_training_pipeline(base: Any) -> tuple[Any, str | None]:
-    """`(pipeline, where it came from)` for training: a pipeline object (as is), a local folder, or None (the tiny
-    architecture with seeded weights, so that tests and demos train from a known start)."""
-    if base is None:
-        from vadapters.models import tiny_sd_pipeline
+    """`(pipeline, its base name)` for training: a pipeline object (as is), or what `load_pipeline` reads (None: the
+    embedded trained tiny-sd, the one default base; a folder; a Hub id; `"tiny"`: the random-weights architecture,
+    only by name). The name (`vadapters.core.bases`) is what `inject` records in the adapter."""
+    from vadapters.core.bases import host_base_name
 
-        return tiny_sd_pipeline(), None
-    if isinstance(base, (str, os.PathLike)):
+    if base is None or isinstance(base, (str, os.PathLike)):
         from vadapters.models.loading import load_pipeline
 
-        return load_pipeline(os.fspath(base)), os.path.abspath(os.fspath(base))
-    return base, getattr(base, "name_or_path", None) or None
+        base = load_pipeline(base)
+    return base, host_base_name(base)
 
 
 def build_diffusion_recipe(
@@ -362,9 +361,7 @@ def build_diffusion_recipe(
     as `load_training_pipeline` reads it, its data `"synthetic"` disc scenes by default, a folder of images with
     captions, or a source object."""
     config = get_method(method).config_cls.from_overrides(inputs.config_overrides)
-    pipe, base_path = load_training_pipeline(inputs.base)
-    if base_path and config.base_model_name_or_path is None:
-        config = config.replace(base_model_name_or_path=base_path)
+    pipe, _ = load_training_pipeline(inputs.base)  # inject records its base name in the adapter
     data = "synthetic" if inputs.data is None else inputs.data
     source = make_source(data, num_items=num_items, seed=inputs.seed)
     validation = {"prompts": validation_prompts, "resolutions": validation_resolutions, "kwargs": validation_kwargs}

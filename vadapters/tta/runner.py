@@ -40,19 +40,17 @@ HELD_OUT_SEED = 1000
 
 
 def load_classifier(spec: str | None = "cnn") -> torch.nn.Module:
-    """A classifier for adaptation: "cnn" / "vit" (the embedded defaults), a folder in their layout, or
-    "tiny:NAME" (a random-init timm test model, for smoke tests only)."""
+    """A classifier for adaptation: "cnn" / "vit" (the embedded defaults), a folder in their layout, a timm model
+    name with its pretrained weights (`"resnet18.a1_in1k"`, `"hf-hub:ORG/NAME"` or `ORG/NAME`, resolved by timm
+    through the Hugging Face cache), or "tiny:NAME" (a random-init timm test model, for smoke tests only)."""
     if spec is not None and str(spec).startswith("tiny:"):
         from vadapters.models import tiny_timm_classifier
 
         return tiny_timm_classifier(str(spec)[5:]).eval()
-    try:
-        from vadapters.models.defaults import load_default_classifier
-    except ImportError as err:  # pragma: no cover - the loader lands with the default weights
-        raise CheckpointError(
-            "vadapters.models.load_default_classifier is not available in this install; pass --model tiny:test_resnet "
-            "for a random-init smoke test or a folder with config.json + model.safetensors"
-        ) from err
+    from vadapters.models.defaults import CLASSIFIER_KINDS, load_default_classifier, load_pretrained_classifier
+
+    if spec is not None and str(spec) not in CLASSIFIER_KINDS and not os.path.isdir(spec):
+        return load_pretrained_classifier(str(spec))
     try:
         return load_default_classifier(spec or "cnn")
     except CheckpointError as err:

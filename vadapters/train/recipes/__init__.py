@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +49,6 @@ class RecipeInputs:
     batch_size: int = 4
     seed: int = 0
     adapter_name: str = "default"
-
-    @property
-    def base_path(self) -> str | None:
-        """The base's absolute path when it was given as one."""
-        return os.path.abspath(os.fspath(self.base)) if isinstance(self.base, (str, os.PathLike)) else None
 
 
 @dataclass(frozen=True)

@@ -258,9 +258,7 @@ def build(
     from vadapters.pipelines.image2video import load_video_pipeline
 
     config = I2VAdapterConfig.from_overrides(inputs.config_overrides)
-    pipe = load_video_pipeline(inputs.base)
-    if inputs.base_path and inputs.base != "tiny":
-        config = config.replace(base_model_name_or_path=inputs.base_path)
+    pipe = load_video_pipeline(inputs.base)  # inject records its base name in the adapter
     data = "synthetic" if inputs.data is None else inputs.data
     source = make_clip_source(data, num_items=num_items, seed=inputs.seed, num_frames=num_frames)
     return I2VAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, caption_dropout=caption_dropout)

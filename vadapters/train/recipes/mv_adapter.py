@@ -199,12 +199,10 @@ def build(
     (`lr_warmup_steps`) and gradient clipping."""
     overrides = {"condition_channels": 6, **inputs.config_overrides, "num_views": int(num_views)}
     MVAdapterConfig.from_overrides(overrides)  # refuse typos before loading a model
-    pipe, base_path = load_training_pipeline(inputs.base)
+    pipe, _ = load_training_pipeline(inputs.base)  # inject records its base name in the adapter
     if "condition_downscale_factor" not in overrides:
         overrides["condition_downscale_factor"] = int(pipe.vae_scale_factor)
     config = MVAdapterConfig.from_overrides(overrides)
-    if base_path:
-        config = config.replace(base_model_name_or_path=base_path)
     source = inputs.data if inputs.data is not None else MultiViewSource(num_items, inputs.seed, num_views, elevation)
     dropout = {"caption": caption_dropout, "condition": condition_dropout, "reference": reference_dropout}
     options = {f"{k}_dropout": v for k, v in dropout.items()}

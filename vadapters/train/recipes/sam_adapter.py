@@ -30,7 +30,8 @@ def build(
     mode: str = "adapter",
     lean: Any = False,
 ) -> SAMAdapterRecipe:
-    """A SAM-Adapter recipe on `inputs.base` (None: the embedded trained tiny SAM; an official `.pth`; a `Sam`).
+    """A SAM-Adapter recipe on `inputs.base` (anything `vadapters.models.load_sam` reads: None for the embedded
+    trained tiny SAM, `"vit_b"`, an official `.pth`, a `Sam`).
 
     Args:
         inputs.data: `"synthetic:camouflage"` (default) / `"synthetic:shadow"` / `"synthetic:salient"`, a folder with
@@ -43,10 +44,7 @@ def build(
     """
     from vadapters.models import load_sam
 
-    overrides = dict(inputs.config_overrides)
-    if inputs.base_path and "base_model_name_or_path" not in overrides:
-        overrides["base_model_name_or_path"] = inputs.base_path
-    config = SAMAdapterConfig.from_overrides(overrides)  # refuses typos before loading the model
+    config = SAMAdapterConfig.from_overrides(inputs.config_overrides)  # refuses typos before loading the model
     model = load_sam(inputs.base)
     size = (model.image_encoder.img_size,) * 2
     data = "synthetic:camouflage" if inputs.data is None else inputs.data
