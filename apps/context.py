@@ -64,10 +64,25 @@ class StudioContext:
         return os.path.join(self.workdir, "runs")
 
     def optional_path(self, text: str | None, what: str, kind: str | None = None) -> str | None:
-        """None for an empty text (= the embedded default), else the confined real path."""
+        """None for an empty text (= the embedded default), else the confined real path, or a Hugging Face Hub id
+        `ORG/NAME[/FOLDER]` that names no local path (resolved by huggingface_hub into its own cache, never a path
+        of this machine; offline, from that cache only).
+
+        Example:
+            >>> StudioContext([os.getcwd()]).optional_path("vadapters-test/tiny-sd", "pipeline", kind="dir")
+            'vadapters-test/tiny-sd'
+        """
         if text is None or not str(text).strip() or str(text).strip().lower() == "default":
             return None
-        return self.roots.resolve(str(text), what=what, kind=kind)
+        text = str(text).strip()
+        try:
+            return self.roots.resolve(text, what=what, kind=kind)
+        except BadInputError:
+            from vadapters.core.hub import split_hub_id
+
+            if split_hub_id(text) is not None and not os.path.lexists(os.path.join(self.roots.roots[0], text)):
+                return text
+            raise
 
     def run_dir(self, name: str) -> str:
         name = (name or "").strip()

@@ -102,7 +102,7 @@ def generate(
     sizes = parse_sizes(sweep, check_number(height, "height", 8, MAX_SIDE, integer=True),
                         check_number(width, "width", 8, MAX_SIDE, integer=True))  # fmt: skip
     base = ctx.optional_path(pipeline, "pipeline folder", kind="dir")
-    specs = [(ctx.roots.resolve(p, what="adapter"), w) for p, w in parse_adapter_lines(adapters)]
+    specs = [(ctx.optional_path(p, "adapter"), w) for p, w in parse_adapter_lines(adapters)]  # or a Hub id
     pipe, names = load_generation_pipeline(ctx, base, [p for p, _ in specs])
     sizes = check_pipeline_sizes(pipe, sizes, batch_size=2 if guidance > 1 else 1)  # the model's rules, memory
     flat_names, flat_weights = [], []
@@ -169,14 +169,14 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
             )
         with gr.Column(scale=2):
             pipeline = gr.Textbox(
-                label="Pipeline folder", placeholder="empty = embedded default (weights/tiny-sd)", value=""
+                label="Pipeline folder or Hub id", placeholder="empty = embedded default (weights/tiny-sd)", value=""
             )
             found = gr.Dropdown(label="Adapters found under the allowed folders", choices=[], allow_custom_value=False)
             with gr.Row():
                 refresh = gr.Button("Refresh list", size="sm")
                 add = gr.Button("Add to stack", size="sm")
             adapters = gr.Textbox(
-                label="Adapter stack (one FOLDER[:WEIGHT] per line)",
+                label="Adapter stack (one FOLDER[:WEIGHT] per line; Hub ids ORG/NAME[/FOLDER] too)",
                 lines=3,
                 placeholder="outputs/studio/runs/res/:1.0",
             )

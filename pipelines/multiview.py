@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from vadapters.errors import AdapterStateError, BadInputError
+from vadapters.errors import AdapterStateError, BadInputError, IncompatibleBaseError
 from vadapters.methods.mv_adapter.cameras import camera_maps, orbit_cameras
 from vadapters.methods.mv_adapter.condition import ENCODER_ATTRIBUTE, MVConditionEncoder
+from vadapters.methods.mv_adapter.config import fitting_downscale_factor
 from vadapters.methods.mv_adapter.model import (
     RUNTIME_ATTRIBUTE,
     camera_convention,
@@ -100,6 +101,21 @@ class _MultiViewMixin:
             cache = {k: torch.cat([torch.zeros_like(v), v]) for k, v in cache.items()}
         return cache
 
+    def _check_condition_encoders(self) -> None:
+        """Refuse an active condition encoder whose downscale does not fit this pipeline's VAE (its features would
+        not have the UNet's sizes)."""
+        holder = getattr(self.unet, ENCODER_ATTRIBUTE)
+        for name, _ in holder.effective_adapters():
+            config = holder.cond_encoder[name].config
+            fits = fitting_downscale_factor(config.adapter_type, self.vae_scale_factor)
+            if config.downscale_factor != fits:
+                raise IncompatibleBaseError(
+                    f"MV-Adapter {name!r}: its condition encoder downscales images by {config.downscale_factor} "
+                    f"(condition_downscale_factor), but this pipeline's VAE downscales by {self.vae_scale_factor}, "
+                    f"so its features cannot fit the UNet: it needs condition_downscale_factor={fits}. Inject it "
+                    "into the pipeline (the default follows its VAE) or train it on a base with this VAE."
+                )
+
     @torch.no_grad()
     def __call__(
         self,
@@ -140,6 +156,8 @@ class _MultiViewMixin:
         views = num_views or (len(rig) if rig is not None else runtime.num_views)
         condition = control_image
         has_encoder = isinstance(getattr(self.unet, ENCODER_ATTRIBUTE, None), MVConditionEncoder)
+        if has_encoder:
+            self._check_condition_encoders()
         if condition is None and has_encoder and rig is not None:
             condition = self.camera_condition(height, width, azimuths, elevations, cameras)
         if condition is not None and condition.shape[0] != views:

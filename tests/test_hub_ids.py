@@ -234,3 +234,18 @@ def test_cli_adapt_runs_lame_on_a_timm_model_from_the_cache(timm_cache, tmp_path
     argv += ["--corruptions", "clean", "--num-samples", "16", "--batch-size", "8", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "lame.json")]) == 0, capsys.readouterr().err
     assert (tmp_path / "lame.json").is_file() and "mean error" in capsys.readouterr().out
+
+
+def test_studio_generates_with_a_hub_pipeline_and_a_hub_adapter(cache, tmp_path):
+    from vadapters.apps.cache import ModelCache
+    from vadapters.apps.context import StudioContext
+    from vadapters.apps.tab_generate import generate
+
+    ctx = StudioContext([str(tmp_path)], cache=ModelCache())
+    images, summary = generate(
+        ctx, PIPELINE_ID, f"{ADAPTER_ID}/res:0.8", "a red disc", "", 0, 2, 16, 16, 1.0, True, ""
+    )
+    assert [caption for _, caption in images] == ["16x16 without adapters", "16x16 with adapters"]
+    assert not (images[0][0] == images[1][0]).all()
+    with pytest.raises(vadapters.BadInputError, match="outside the allowed folders"):
+        ctx.optional_path("/etc", "pipeline folder", kind="dir")  # paths stay confined; ids are not paths

@@ -89,7 +89,15 @@ def _remove(module: nn.Module, state: HostState, name: str) -> None:
         _push(module, state)
 
 
-def _inject_into(module: nn.Module, config: AdapterConfig, name: str, trainable: bool) -> AdapterConfig:
+def _frozen_with(host: Any, module: nn.Module) -> list[nn.Module]:
+    """The other modules of a pipeline host (text encoders, VAE, ...): frozen with the adapted one, as PEFT freezes
+    the whole base model, so only the adapter trains and `print_trainable_parameters` counts what trains."""
+    return [m for _, m in hosts.adapted_modules(host) if m is not module] if hosts.is_pipeline(host) else []
+
+
+def _inject_into(
+    module: nn.Module, config: AdapterConfig, name: str, trainable: bool, others: Sequence[nn.Module] = ()
+) -> AdapterConfig:
     spec = get_method(config.method)
     injector = spec.injector_cls()
     state = get_state(module, create=True)
@@ -118,9 +126,10 @@ def _inject_into(module: nn.Module, config: AdapterConfig, name: str, trainable:
         if created:
             drop_state(module)
         raise
-    if created:
-        state.requires_grad_backup = [(p, p.requires_grad) for p in module.parameters()]
-    for p in module.parameters():
+    frozen = [p for m in (module, *others) for p in m.parameters()]
+    if created:  # unload restores every flag once the module's last adapter goes
+        state.requires_grad_backup = [(p, p.requires_grad) for p in frozen]
+    for p in frozen:
         p.requires_grad_(False)
     try:
         injector.add_adapter(module, config, name)
@@ -173,19 +182,32 @@ def write_adapter(
 
 # ------------------------------------------------------------------------------------------------ inject / load
 def inject(host: Any, config: AdapterConfig, adapter_name: str = "default") -> Any:
-    """Freeze the host and add a fresh, trainable adapter. Returns `host` (mutated in place).
+    """Freeze the host (every module of a pipeline, as PEFT freezes the whole base model) and add a fresh, trainable
+    adapter. Returns `host` (mutated in place); `unload` restores the `requires_grad` flags.
 
     Args:
         host: a diffusers pipeline or a model (UNet, timm model, SAM, any `nn.Module` the method supports).
         config (`AdapterConfig`): the method's config; its class decides the method.
         adapter_name (`str`): name to refer to this adapter by.
+
+    Example:
+        >>> import vadapters
+        >>> from vadapters.methods.res_adapter import ResAdapterConfig
+        >>> from vadapters.models import tiny_sd_pipeline
+        >>> pipe = vadapters.inject(tiny_sd_pipeline(), ResAdapterConfig(rank=4))
+        >>> trainable, total = vadapters.print_trainable_parameters(pipe)  # doctest: +ELLIPSIS
+        trainable params: ... || all params: ... || trainable%: ...
+        >>> trainable == sum(p.numel() for p in pipe.unet.parameters() if p.requires_grad) < total
+        True
     """
     if not isinstance(config, AdapterConfig):
         raise BadInputError(f"config must be an AdapterConfig subclass instance, got {type(config).__name__}")
+    config = config.for_host(host)  # host-dependent defaults (e.g. MV-Adapter's VAE downscale), saved with it
     if config.base_model_name_or_path is None and host_base_name(host) is not None:
         config = config.replace(base_model_name_or_path=host_base_name(host))  # saved, compared on load
     component = config.target_component or get_method(config.method).injector_cls.component
-    _inject_into(hosts.resolve_target(host, component), config, adapter_name, trainable=True)
+    module = hosts.resolve_target(host, component)
+    _inject_into(module, config, adapter_name, trainable=True, others=_frozen_with(host, module))
     return host
 
 
@@ -329,7 +351,7 @@ def load(
                 component = None
             module = hosts.resolve_target(host, component)
             try:
-                _inject_into(module, config, name, trainable=is_trainable)
+                _inject_into(module, config, name, trainable=is_trainable, others=_frozen_with(host, module))
             except IncompatibleBaseError as err:
                 raise IncompatibleBaseError(f"{err} {describe_bases(config.base_model_name_or_path, host)}") from err
             loaded.append((module, name))

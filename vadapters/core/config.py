@@ -128,6 +128,19 @@ class AdapterConfig:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
+    def for_host(self, host: Any) -> AdapterConfig:
+        """This config with the defaults that depend on the host filled in (`inject` calls it with the pipeline or
+        model; the filled values are saved). The base class has none: it returns `self`; a method overrides it
+        (MV-Adapter: the condition encoder's downscale factor follows the pipeline's VAE).
+
+        Example:
+            >>> from vadapters.methods.res_adapter import ResAdapterConfig
+            >>> config = ResAdapterConfig()
+            >>> config.for_host(None) is config
+            True
+        """
+        return self
+
     @classmethod
     def help(cls) -> str:
         """One line per field: name, default, help text."""

@@ -231,4 +231,7 @@ def load_animatediff_pipeline(
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"cannot load the motion adapter in {motion_dir!r}: {err}") from err
     pipe = animatediff_from_sd(sd_pipe, adapter.eval())
+    from vadapters.core.bases import canonical_base_name
+
+    pipe.register_to_config(_name_or_path=canonical_base_name(motion_dir))  # the base adapters record (motion model)
     return pipe.to(device) if device is not None else pipe

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from vadapters.core.config import AdapterConfig
 
 TOPOLOGIES = ("row", "rowcol6", "full")
 ENCODER_TYPES = ("full_adapter", "full_adapter_xl")
 CAMERA_CONVENTIONS = ("vadapters", "official")
+SD_VAE_SCALE_FACTOR = 8
+
+
+def fitting_downscale_factor(condition_type: str, vae_scale_factor: int) -> int:
+    """The condition encoder's pixel-unshuffle factor that fits a pipeline whose VAE downscales by
+    `vae_scale_factor`: its first features must have the latents' size (`full_adapter`), or half of it for
+    `full_adapter_xl`, whose features start at SDXL's first cross-attention block.
+
+    Example:
+        >>> fitting_downscale_factor("full_adapter", 8), fitting_downscale_factor("full_adapter_xl", 8)
+        (8, 16)
+    """
+    return int(vae_scale_factor) * (2 if condition_type == "full_adapter_xl" else 1)
 
 
 @dataclass
@@ -33,8 +46,10 @@ class MVAdapterConfig(AdapterConfig):
         condition_channels (`int`): input channels of the condition encoder (6 for raymaps or position +
             normal maps); 0 means no encoder.
         condition_type (`str`): `"full_adapter"` (SD 1.x / 2.x) or `"full_adapter_xl"` (SDXL).
-        condition_downscale_factor (`int`): pixel-unshuffle factor of the encoder; the VAE scale factor for
-            `full_adapter` (8 for real SD), 16 for the official SDXL encoder.
+        condition_downscale_factor (`int`, optional): pixel-unshuffle factor of the encoder: the VAE scale factor
+            for `full_adapter` (8 for real SD, 2 for the tiny pipelines), twice it for `full_adapter_xl` (16 for the
+            official SDXL encoder). `None` (default): `inject` takes it from the pipeline's `vae_scale_factor` (8,
+            SD's VAE, on a bare UNet); the multi-view pipelines refuse an encoder that does not fit their VAE.
         condition_num_res_blocks (`int`, optional): residual blocks per encoder level; `None` uses the UNet's
             `layers_per_block`.
         camera_convention (`str`): the world frame of the camera maps the encoder was trained on: `"vadapters"`
@@ -58,8 +73,9 @@ class MVAdapterConfig(AdapterConfig):
     condition_type: str = field(
         default="full_adapter", metadata={"help": "T2IAdapter type: 'full_adapter' or 'full_adapter_xl' (SDXL)."}
     )
-    condition_downscale_factor: int = field(
-        default=8, metadata={"help": "Encoder pixel-unshuffle factor (VAE scale factor; 16 for the SDXL encoder)."}
+    condition_downscale_factor: int | None = field(
+        default=None,
+        metadata={"help": "Encoder pixel-unshuffle factor; None: from the pipeline's VAE at inject (SDXL: twice it)."},
     )
     condition_num_res_blocks: int | None = field(
         default=None, metadata={"help": "Residual blocks per encoder level; None = UNet layers_per_block."}
@@ -68,6 +84,20 @@ class MVAdapterConfig(AdapterConfig):
         default="vadapters",
         metadata={"help": "Camera-map world frame: 'vadapters' (y-up) or 'official' (z-up, azimuth - 90)."},
     )
+
+    def for_host(self, host: Any) -> MVAdapterConfig:
+        """With a condition encoder and no `condition_downscale_factor`: the one that fits `host`'s VAE
+        (`vae_scale_factor` of a pipeline; SD's 8 for a bare UNet).
+
+        Example:
+            >>> from vadapters.models import tiny_sd_pipeline
+            >>> MVAdapterConfig(condition_channels=6).for_host(tiny_sd_pipeline()).condition_downscale_factor
+            2
+        """
+        if not self.condition_channels or self.condition_downscale_factor is not None:
+            return self
+        vae = getattr(host, "vae_scale_factor", None) or SD_VAE_SCALE_FACTOR
+        return self.replace(condition_downscale_factor=fitting_downscale_factor(self.condition_type, vae))
 
     def validate(self) -> None:
         self._require(
@@ -89,8 +119,9 @@ class MVAdapterConfig(AdapterConfig):
             f"condition_type must be one of {ENCODER_TYPES}, got {self.condition_type!r}",
         )
         self._require(
-            isinstance(self.condition_downscale_factor, int) and self.condition_downscale_factor >= 1,
-            f"condition_downscale_factor must be an int >= 1, got {self.condition_downscale_factor!r}",
+            self.condition_downscale_factor is None
+            or (isinstance(self.condition_downscale_factor, int) and self.condition_downscale_factor >= 1),
+            f"condition_downscale_factor must be None or an int >= 1, got {self.condition_downscale_factor!r}",
         )
         self._require(
             self.condition_num_res_blocks is None

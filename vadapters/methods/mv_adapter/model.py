@@ -73,7 +73,7 @@ class MVAdapterInjector(BaseInjector):
                 config.condition_channels,
                 module.config.block_out_channels,
                 config.condition_num_res_blocks or int(module.config.layers_per_block),
-                config.condition_downscale_factor,
+                config.for_host(module).condition_downscale_factor,  # a bare UNet: SD's VAE factor
                 config.condition_type,
                 device=ref.device,
                 dtype=ref.dtype,

@@ -199,9 +199,7 @@ def build(
     (`lr_warmup_steps`) and gradient clipping."""
     overrides = {"condition_channels": 6, **inputs.config_overrides, "num_views": int(num_views)}
     MVAdapterConfig.from_overrides(overrides)  # refuse typos before loading a model
-    pipe, _ = load_training_pipeline(inputs.base)  # inject records its base name in the adapter
-    if "condition_downscale_factor" not in overrides:
-        overrides["condition_downscale_factor"] = int(pipe.vae_scale_factor)
+    pipe, _ = load_training_pipeline(inputs.base)  # inject records its base name and fits the encoder to its VAE
     config = MVAdapterConfig.from_overrides(overrides)
     source = inputs.data if inputs.data is not None else MultiViewSource(num_items, inputs.seed, num_views, elevation)
     dropout = {"caption": caption_dropout, "condition": condition_dropout, "reference": reference_dropout}
