@@ -87,7 +87,7 @@ class AdapterConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             warnings.warn(
-                f"{cls.__name__}: ignoring keys {unknown} (written by a newer vadapters or another tool)",
+                f"{cls.__name__}: ignoring unknown keys {unknown} (written by a newer vadapters or another tool)",
                 stacklevel=2,
             )
         kwargs = {}
