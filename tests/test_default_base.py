@@ -118,3 +118,14 @@ def test_mv_adapter_encoder_for_another_vae_is_refused_clearly(trained):
     pipe = MultiViewPipeline(**{**trained.components, "unet": unet})
     with pytest.raises(IncompatibleBaseError, match=r"downscales images by 8.*VAE downscales by 2.*factor=2"):
         pipe("a red box", azimuths=[0, 180], height=16, width=16, num_inference_steps=1)
+
+
+def test_an_i2v_adapter_made_on_the_random_video_model_names_it_where_the_default_refuses_it(tmp_path):
+    from vadapters.methods.i2v_adapter import I2VAdapterConfig
+    from vadapters.pipelines.image2video import load_video_pipeline
+
+    made_on = vadapters.inject(load_video_pipeline("tiny"), I2VAdapterConfig())
+    vadapters.save_pretrained(made_on, tmp_path)
+    with pytest.raises(IncompatibleBaseError, match=r"trained on: 'vadapters:tiny'.*made on 'vadapters:tiny'"):
+        vadapters.load(load_video_pipeline(None), tmp_path)  # what `vadapters i2v` without --pipeline loads
+    vadapters.load(load_video_pipeline("tiny"), tmp_path)  # `--pipeline tiny`, as the message says
