@@ -2,7 +2,8 @@
 Stop button that keeps the last checkpoint and still saves the adapter.
 
 Calls only public functions: `vadapters.train.train_adapter` (ResAdapter, SaRA and any other diffusion method;
-SAM-Adapter), through `apps.jobs.TrainingJob`. The adapter lands in
+MV-Adapter on view sets and I2V-Adapter on clips, each through its own recipe; SAM-Adapter), through
+`apps.jobs.TrainingJob`. The adapter lands in
 `<workdir>/runs/<run name>/`, which the Generate and Segment tabs list.
 """
 
@@ -24,6 +25,11 @@ from .security import check_choice, check_number, ui_errors
 
 DIFFUSION_DATA = ("synthetic:shapes", "synthetic:discs")
 SAM_DATA = ("synthetic:camouflage", "synthetic:salient", "synthetic:shadow")
+RECIPE_DATA = {  # method -> {choice: what its recipe reads}: view sets for MV-Adapter, clips for I2V-Adapter
+    "mv_adapter": {"synthetic:views": None},  # None: the recipe's view sets of the synthetic 3D objects
+    "i2v_adapter": {"synthetic:motion": "synthetic"},  # synthetic motion clips; a folder of clips works too
+}
+FOLDER_DATA = {"mv_adapter": False}  # methods whose recipe reads no dataset folder here
 DEFAULT_OVERRIDES = {"res_adapter": "rank=4\nalpha=4.0", "sara": "", "sam_adapter": "scale_factor=8"}
 MAX_UPLOAD_BYTES = 200 * 2**20
 MAX_UPLOAD_FILES = 5000
@@ -38,6 +44,18 @@ def training_methods() -> list[str]:
     names = [s.name for s in all_specs() if set(s.hosts) & set(DIFFUSION_HOSTS)]
     names.sort(key=lambda n: (n not in DEFAULT_OVERRIDES, n))  # the defaults-tested ones first
     return names + (["sam_adapter"] if "sam_adapter" in {s.name for s in all_specs()} else [])
+
+
+def data_choices(method: str) -> tuple[str, ...]:
+    """The synthetic datasets the Train tab offers for `method` (each recipe reads its own kind of data).
+
+    Example:
+        >>> data_choices("mv_adapter"), data_choices("i2v_adapter"), data_choices("sara")
+        (('synthetic:views',), ('synthetic:motion',), ('synthetic:shapes', 'synthetic:discs'))
+    """
+    if method == "sam_adapter":
+        return SAM_DATA
+    return tuple(RECIPE_DATA[method]) if method in RECIPE_DATA else DIFFUSION_DATA
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -140,7 +158,10 @@ def make_job(
     if sam:
         options = {"num_items": 200}
     else:
-        options = {"num_items": 500, "resolutions": parse_sizes((resolutions or "16,24,32").strip(), "resolutions")}
+        sizes = parse_sizes((resolutions or "16,24,32").strip(), "resolutions")
+        options = {"num_items": 200 if method in RECIPE_DATA else 500, "resolutions": sizes}
+    if not FOLDER_DATA.get(method, True) and (upload or data not in data_choices(method)):
+        raise BadInputError(f"{method} trains on {', '.join(data_choices(method))} here; a dataset folder is not read")
     unpacked = None
     try:
         if upload:
@@ -148,8 +169,9 @@ def make_job(
             os.makedirs(uploads, exist_ok=True)
             unpacked = tempfile.mkdtemp(prefix=f"{os.path.basename(out)}-", dir=uploads)
             data = extract_upload(upload, unpacked)
-        elif data not in (SAM_DATA if sam else DIFFUSION_DATA):
+        elif data not in data_choices(method):
             data = ctx.roots.resolve(data, what="dataset folder", kind="dir")
+        data = RECIPE_DATA.get(method, {}).get(data, data)
         base_path = ctx.optional_path(base, "SAM checkpoint" if sam else "pipeline folder")
     except BaseException:
         if unpacked is not None:
@@ -242,8 +264,7 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     info = gr.JSON(label="Job")
 
     def on_method(name):
-        sam = name == "sam_adapter"
-        choices = list(SAM_DATA if sam else DIFFUSION_DATA)
+        choices = list(data_choices(name))
         return gr.Dropdown(choices=choices, value=choices[0]), DEFAULT_OVERRIDES.get(name, "")
 
     @ui_errors
