@@ -188,7 +188,9 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     def list_found():
         from vadapters.core.registry import all_specs
 
-        methods = [spec.name for spec in all_specs() if "diffusers.unet" in spec.hosts] or DIFFUSION_METHODS
+        own_tabs = ("mv_adapter", "i2v_adapter")  # they run in the multi-view mode and the Video tab
+        methods = [s.name for s in all_specs() if "diffusers.unet" in s.hosts and s.name not in own_tabs]
+        methods = methods or DIFFUSION_METHODS
         return gr.Dropdown(choices=ctx.find_adapters(methods), value=None)
 
     def add_found(choice: str | None, text: str) -> str:
@@ -206,6 +208,7 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
                         sweep, progress)  # fmt: skip
 
     refresh.click(list_found, None, found, api_name="generate_list_adapters", queue=False)
+    gr.on(None, list_found, None, found, queue=False, api_visibility="private")  # filled when the page loads
     add.click(add_found, [found, adapters], adapters, api_name="generate_add_adapter", queue=False)
     run.click(
         on_generate,

@@ -181,6 +181,7 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
         return items, summary
 
     refresh.click(list_found, None, found, api_name="generate_list_mv_adapters", queue=False)
+    gr.on(None, list_found, None, found, queue=False, api_visibility="private")  # filled when the page loads
     found.change(pick, [found, adapter], adapter, api_name=False, queue=False)
     views.change(lambda n: gr.Gallery(columns=int(n)), views, gallery, api_name=False, queue=False)  # a row per set
     run.click(

@@ -221,6 +221,7 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     image.select(on_click, [click_mode, points, box], [points, box], api_name="segment_click", queue=False)
     clear.click(lambda: ("", ""), None, [points, box], api_name="segment_clear", queue=False)
     refresh.click(list_found, None, adapter, api_name="segment_list_adapters", queue=False)
+    gr.on(None, list_found, None, adapter, queue=False, api_visibility="private")  # filled when the page loads
     run.click(
         on_segment, [image, sam, adapter, points, box, ground_truth], [gallery, metrics], api_name="segment", **heavy
     )

@@ -268,6 +268,7 @@ def build_video_tab(ctx: StudioContext, heavy: dict[str, Any] | None = None) -> 
 
     load_btn.click(on_example, example, [image, prompt], api_name="image_to_video_example", queue=False)
     refresh.click(list_found, None, found, api_name="image_to_video_list_adapters", queue=False)
+    gr.on(None, list_found, None, found, queue=False, api_visibility="private")  # filled when the page loads
     found.change(pick, [found, adapter], adapter, api_name=False, queue=False)
     run.click(
         on_animate,
