@@ -203,7 +203,7 @@ def projection(variant: str, short: dict, long: dict, depth: int) -> dict:
 def gradient_agreement(plain_file: str, lean_file: str) -> dict:
     import torch
 
-    plain, lean = torch.load(plain_file), torch.load(lean_file)
+    plain, lean = torch.load(plain_file, weights_only=True), torch.load(lean_file, weights_only=True)
     assert plain.keys() == lean.keys()
     a = torch.cat([plain[k].flatten() for k in plain])
     b = torch.cat([lean[k].flatten() for k in plain])

@@ -249,3 +249,20 @@ def test_studio_generates_with_a_hub_pipeline_and_a_hub_adapter(cache, tmp_path)
     assert not (images[0][0] == images[1][0]).all()
     with pytest.raises(vadapters.BadInputError, match="outside the allowed folders"):
         ctx.optional_path("/etc", "pipeline folder", kind="dir")  # paths stay confined; ids are not paths
+
+
+def test_motion_adapter_by_hub_id_loads_from_the_cache(tmp_path, monkeypatch):
+    """`load_animatediff_pipeline(motion_dir="ORG/NAME")` as users name an official AnimateDiff motion adapter."""
+    from vadapters.models import weights
+    from vadapters.models.video import load_animatediff_pipeline
+
+    cache = tmp_path / "hub"
+    put_in_cache(cache, "vadapters-test/motion", weights.default_path("tiny-animatediff"))
+    use_cache(monkeypatch, cache)
+    pipe = load_animatediff_pipeline(motion_dir="vadapters-test/motion")
+    local = load_animatediff_pipeline()
+    hub_state, local_state = pipe.unet.state_dict(), local.unet.state_dict()
+    assert hub_state.keys() == local_state.keys()
+    assert all(torch.equal(hub_state[k], local_state[k]) for k in hub_state)
+    with pytest.raises(CheckpointError, match="vadapters-test/absent"):
+        load_animatediff_pipeline(motion_dir="vadapters-test/absent")

@@ -78,4 +78,4 @@ def _from_pretrained(path: str, dtype: torch.dtype | None, revision: str | None)
         raise CheckpointError(f"pipeline folder not found: {path!r} (expected a folder, a Hub id ORG/NAME, or None)")
     if not os.path.isfile(os.path.join(path, "model_index.json")):
         raise CheckpointError(f"{path!r} is not a diffusers pipeline folder (no model_index.json)")
-    return DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+    return DiffusionPipeline.from_pretrained(path, **kwargs)  # a local folder: diffusers reads it, fetches nothing

@@ -200,8 +200,8 @@ def load_animatediff_pipeline(
     Args:
         sd_dir: the image pipeline folder; `None` is the embedded `weights/tiny-sd` (hash-verified).
         motion_dir: the motion adapter folder (`config.json` + `diffusion_pytorch_model.safetensors`, e.g.
-            `<run>/motion_adapter` from `vadapters train-base tiny-animatediff`); `None` is the embedded
-            `weights/tiny-animatediff`.
+            `<run>/motion_adapter` from `vadapters train-base tiny-animatediff`), or a Hub id ORG/NAME
+            (fetched by diffusers; offline, from the cache); `None` is the embedded `weights/tiny-animatediff`.
         device: where to put the pipeline (default: CPU).
 
     Raises:
@@ -216,20 +216,28 @@ def load_animatediff_pipeline(
     """
     from diffusers import MotionAdapter
 
+    from vadapters.core.hub import not_cached_message, split_hub_id
     from vadapters.models.loading import load_pipeline
 
     sd_dir = sd_folder(sd_dir, "sd_dir")
     motion_dir = os.fspath(motion_dir) if motion_dir is not None else _default_folder(DEFAULT_MOTION, "motion_dir")
-    if not os.path.isfile(os.path.join(motion_dir, "config.json")):
+    hub = None if os.path.isdir(motion_dir) else split_hub_id(motion_dir)
+    if hub is not None and hub[1] is None:  # ORG/NAME, e.g. an official AnimateDiff motion adapter repository
+        try:
+            adapter = MotionAdapter.from_pretrained(motion_dir)
+        except OSError as err:
+            raise CheckpointError(not_cached_message("motion adapter", motion_dir) + f" ({err})") from err
+    elif not os.path.isfile(os.path.join(motion_dir, "config.json")):
         raise CheckpointError(
             f"motion adapter folder {motion_dir!r} has no config.json; expected a `MotionAdapter.save_pretrained` "
             f"folder such as <run>/motion_adapter written by `{_train_hint(DEFAULT_MOTION)}`"
         )
+    else:
+        try:
+            adapter = MotionAdapter.from_pretrained(motion_dir, use_safetensors=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise CheckpointError(f"cannot load the motion adapter in {motion_dir!r}: {err}") from err
     sd_pipe = load_pipeline(sd_dir)
-    try:
-        adapter = MotionAdapter.from_pretrained(motion_dir, local_files_only=True, use_safetensors=True)
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"cannot load the motion adapter in {motion_dir!r}: {err}") from err
     pipe = animatediff_from_sd(sd_pipe, adapter.eval())
     from vadapters.core.bases import canonical_base_name
 
