@@ -133,7 +133,7 @@ def train_tiny_clip(
     from open_clip import ClipLoss
     from open_clip_train.scheduler import cosine_lr
     from open_clip_train.train import train_one_epoch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from vadapters.models.clip import TINY_CLIP_CONFIG, tiny_clip
 
@@ -179,7 +179,6 @@ def train_tiny_clip(
     os.replace(os.path.join(output_dir, "model.tmp"), os.path.join(output_dir, "open_clip_model.safetensors"))
     with open(os.path.join(output_dir, "open_clip_config.json"), "w", encoding="utf-8") as fh:
         json.dump({"model_cfg": TINY_CLIP_CONFIG, "metrics": metrics}, fh, indent=2)
-    load_file(os.path.join(output_dir, "open_clip_model.safetensors"))  # readable
     return {"metrics": metrics, "seconds": round(time.time() - start, 1), "steps": epochs * steps_per_epoch}
 
 
@@ -187,12 +186,12 @@ def train_tiny_clip(
 def evaluate_clip(model: Any, seed: int = 1000, per_world: int = 200) -> dict[str, Any]:
     """Held-out zero-shot retrieval per world (caption -> image and image -> caption top-1 among `per_world`
     pairs; identical captions count as correct) and `caption_probes`."""
+    import open_clip
+
     model.eval()
     out: dict[str, Any] = {}
     for k, world in enumerate(CLIP_MIX):
         images, captions = _render(world, per_world, seed + k, 32)
-        import open_clip
-
         img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(model.encode_text(open_clip.tokenize(captions)), dim=-1)
         sim = txt @ img.T
