@@ -3,7 +3,8 @@
 The fixtures live outside the repository, at `<repo>/../shared/fixtures/parity/<method>/` (`parity.safetensors`,
 `spec.json`, `README.md`). Keys carry a group prefix ending in "/" (`host/`, `official_ckpt/`, `inputs/...`,
 `outputs/...`); removing it gives the original key. A test that needs a fixture folder calls `load_parity`, which
-skips (naming the path) only when the folder is absent.
+skips (naming the path) only when the folder is absent; `benchmarks/parity.py` calls `read_parity`, which raises.
+The calls compared with each fixture are in `parity_cases.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -40,13 +40,25 @@ class Parity:
         return self.spec["official"]["commit"]
 
 
-def load_parity(method: str) -> Parity:
-    """The fixture folder of `method`; skips the calling test when it is absent."""
-    folder = PARITY / method
+def read_parity(method: str, root: pathlib.Path = PARITY) -> Parity:
+    """The fixture folder `root/method`; FileNotFoundError (naming the path) when it is absent."""
+    folder = root / method
     if not (folder / "parity.safetensors").is_file():
-        pytest.skip(f"parity fixture for {method} not found at {folder} (it lives in shared/fixtures/parity)")
+        raise FileNotFoundError(
+            f"parity fixture for {method} not found at {folder} (it lives in shared/fixtures/parity)"
+        )
     spec = json.loads((folder / "spec.json").read_text())
     return Parity(folder, spec, load_file(str(folder / "parity.safetensors")))
+
+
+def load_parity(method: str) -> Parity:
+    """The fixture folder of `method`; skips the calling test when it is absent."""
+    import pytest
+
+    try:
+        return read_parity(method)
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
 
 
 def write_official(tensors: dict[str, torch.Tensor], path: pathlib.Path) -> str:
