@@ -34,6 +34,7 @@ from vadapters.core import hosts, inject, save_pretrained
 from vadapters.core.config import AdapterConfig
 from vadapters.core.io import current_umask
 from vadapters.core.registry import get_method
+from vadapters.core.shards import BatchShard
 from vadapters.errors import BadInputError
 from vadapters.train.buckets import parse_resolutions
 from vadapters.train.data import BucketedDataset, collate_image_caption, make_source
@@ -166,6 +167,7 @@ class DiffusionAdapterRecipe:
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise BadInputError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config")
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.shard = BatchShard()  # this process's rows of each global batch (set by `setup`)
         self.validation_prompts = list(validation_prompts or self._default_prompts())
         self.validation_kwargs = {"num_inference_steps": 10, **(validation_kwargs or {})}
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
@@ -185,7 +187,9 @@ class DiffusionAdapterRecipe:
         return self._params
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
-        """Run the trained module through its prepared wrapper; move the frozen parts to the device."""
+        """Run the trained module through its prepared wrapper; move the frozen parts to the device; draw random
+        numbers for this process's rows of each global batch (`BatchShard`)."""
+        self.shard = BatchShard.of(accelerator)
         if self.model is self.pipe.unet:
             self._unet = model
         for name in ("vae", "text_encoder", "text_encoder_2", "unet"):
@@ -216,7 +220,10 @@ class DiffusionAdapterRecipe:
     # ---------------------------------------------------------------------------------------------------- loss
     def _encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
-        latents = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.sample(generator=self.generator)
+        dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist  # sampled as diffusers samples it
+        latents = dist.mean + dist.std * self.shard.randn(dist.mean.shape, self.generator, dist.mean.dtype).to(
+            dist.mean.device
+        )
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * vae.config.scaling_factor
 
@@ -245,7 +252,7 @@ class DiffusionAdapterRecipe:
         """Each caption replaced by `""` with probability `caption_dropout` (draws from the recipe's generator)."""
         captions = list(captions)
         if self.caption_dropout > 0:
-            drop = (torch.rand(len(captions), generator=self.generator) < self.caption_dropout).tolist()
+            drop = (self.shard.rand(len(captions), self.generator) < self.caption_dropout).tolist()
             captions = ["" if d else c for c, d in zip(captions, drop)]
         return captions
 
@@ -260,10 +267,10 @@ class DiffusionAdapterRecipe:
 
     def sample_noise(self, latents: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise shaped like `latents` and `count` training timesteps (on the CPU), in that order from the recipe's
-        generator, so that a resumed run draws the same numbers."""
-        noise = torch.randn(latents.shape, generator=self.generator).to(latents.device, latents.dtype)
+        generator, so that a resumed run draws the same numbers (and N processes the numbers of one)."""
+        noise = self.shard.randn(latents.shape, self.generator).to(latents.device, latents.dtype)
         steps = self.noise_scheduler.config.num_train_timesteps
-        return noise, torch.randint(0, steps, (count,), generator=self.generator)
+        return noise, self.shard.randint(steps, count, self.generator)
 
     def noisy_and_target(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor

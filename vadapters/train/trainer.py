@@ -11,21 +11,26 @@ Recipe protocol (attributes and methods the trainer uses; the optional ones may 
 - `recipe.trainable_parameters()` -> iterable of `nn.Parameter` (all with `requires_grad=True`, all inside
   `recipe.model`); the optimizer sees only these, and checkpoints store only these.
 - `recipe.dataset`: a map-style dataset.
-- `recipe.batch_sampler(seed, batch_size)` (optional) -> a batch sampler with `__len__` and `set_epoch(epoch)`
-  whose batches depend on `(seed, epoch)` only; resuming skips the consumed batches. Without it the trainer uses
-  `BucketBatchSampler` over `recipe.resolutions` (a list of `(height, width)`), whose items are
-  `(index, height, width)` keys of `recipe.dataset`.
+- `recipe.batch_sampler(seed, batch_size)` (optional) -> a batch sampler with `__len__`, `batch_size` and
+  `set_epoch(epoch)` whose batches depend on `(seed, epoch)` only; resuming skips the consumed batches. Without it
+  the trainer uses `BucketBatchSampler` over `recipe.resolutions` (a list of `(height, width)`), whose items are
+  `(index, height, width)` keys of `recipe.dataset`. Its batches are global: `batch_size` is the per-process
+  batch times the number of processes, and each process gets its rows of every batch (so N processes train on
+  the batches of one process at N times the batch size).
 - `recipe.collate` (optional): the `DataLoader`'s `collate_fn`.
+- `recipe.find_unused_parameters` (optional `bool`): some trainable parameters get no gradient from the loss
+  (DDP must look for them on several processes).
 - `recipe.batch_size` (optional `int`): used when `TrainingArguments.batch_size` is `None`.
 - `recipe.setup(accelerator, model)` (optional): called once after `prepare`, with the prepared (possibly
-  wrapped) model; the recipe should run its forward pass through it and move its frozen parts to
-  `accelerator.device`.
+  wrapped) model; the recipe should run its forward pass through it (DDP averages the gradients of calls through
+  the wrapper only) and move its frozen parts to `accelerator.device`.
 - `recipe.on_train_begin(optimizer=..., max_steps=...)` (optional): called once after `setup`, before a
   checkpoint is restored, with the (prepared) optimizer and the run's total steps - for methods whose training
   changes the trainable set mid-run (SaRA's progressive re-selection).
 - `recipe.loss(batch, step) -> scalar tensor`: the loss of one micro-batch; `step` is the number of optimizer
   steps done so far. Randomness should come from a generator the recipe owns (and saves in `state_dict`), not
-  from the global RNG, so that resuming reproduces an uninterrupted run.
+  from the global RNG, so that resuming reproduces an uninterrupted run; per-sample draws should go through
+  `vadapters.core.shards.BatchShard.of(accelerator)` (the global batch's numbers, this process's rows).
 - `recipe.validate(step, output_dir) -> list[str]` (optional): write validation images, return their paths;
   called on the main process every `validate_every` steps, in eval mode, without touching the global RNG.
 - `recipe.save(output_dir) -> list[str]`: write the final adapter (`vadapters.save_pretrained`).
@@ -189,14 +194,19 @@ def _lr_lambda(warmup: int, total: int, kind: str):
     return factor
 
 
-def _make_accelerator(args: TrainingArguments):
+def _make_accelerator(args: TrainingArguments, find_unused_parameters: bool = False):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     kwargs = {
         "cpu": not torch.cuda.is_available(),
         "mixed_precision": args.mixed_precision,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        # each global batch (the sampler's, `batch_size` x processes) is split across the processes, so N processes
+        # see the batches of one process at N times the batch size (recipes draw their rows' noise: BatchShard)
+        "dataloader_config": DataLoaderConfiguration(split_batches=True),
+        "kwargs_handlers": [DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     }
     try:
         return Accelerator(**kwargs)
@@ -248,18 +258,21 @@ class Trainer:
             raise BadInputError("every trainable parameter must belong to recipe.model")
         return params, named
 
-    def _loader(self, seed: int):
+    def _loader(self, seed: int, processes: int = 1):
+        """The DataLoader of global batches (`batch_size` x `processes` items; `prepare` gives each process its
+        rows) and its batch sampler."""
         from torch.utils.data import DataLoader
 
         recipe, args = self.recipe, self.args
+        size = self.batch_size * processes
         if hasattr(recipe, "batch_sampler"):
-            sampler = recipe.batch_sampler(seed, self.batch_size)
+            sampler = recipe.batch_sampler(seed, size)
         else:
             from vadapters.train.buckets import BucketBatchSampler
 
-            sampler = BucketBatchSampler(len(recipe.dataset), self.batch_size, list(recipe.resolutions), seed=seed)
+            sampler = BucketBatchSampler(len(recipe.dataset), size, list(recipe.resolutions), seed=seed)
         if len(sampler) == 0:
-            raise BadInputError(f"an epoch has no batches ({len(recipe.dataset)} items, batch size {self.batch_size})")
+            raise BadInputError(f"an epoch has no batches ({len(recipe.dataset)} items, batch size {size})")
         loader = DataLoader(
             recipe.dataset,
             batch_sampler=sampler,
@@ -303,18 +316,19 @@ class Trainer:
         from tqdm.auto import tqdm
 
         args, recipe = self.args, self.recipe
-        accelerator = self.accelerator = _make_accelerator(args)
+        unused = bool(getattr(recipe, "find_unused_parameters", False))
+        accelerator = self.accelerator = _make_accelerator(args, unused)
         set_seed(args.seed)
         os.makedirs(args.output_dir, exist_ok=True)
         params, named = self._trainable()
         if args.mixed_precision != "no":  # optimizer states and updates stay in fp32
             for p in params:
                 p.data = p.data.float()
-        n_proc = accelerator.num_processes
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-        schedule = _lr_lambda(args.lr_warmup_steps * n_proc, args.max_steps * n_proc, args.lr_scheduler)
+        # split batches: the prepared scheduler steps once per optimizer step, whatever the number of processes
+        schedule = _lr_lambda(args.lr_warmup_steps, args.max_steps, args.lr_scheduler)
         lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        loader, sampler = self._loader(args.seed)
+        loader, sampler = self._loader(args.seed, accelerator.num_processes)
         model, optimizer, loader, lr_scheduler = accelerator.prepare(recipe.model, optimizer, loader, lr_scheduler)
         if len(loader) == 0:
             raise BadInputError(f"an epoch has no batches on each of the {accelerator.num_processes} processes")

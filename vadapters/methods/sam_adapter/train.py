@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from typing import Any
@@ -33,6 +34,7 @@ from vadapters.core.api import inject, save_pretrained
 from vadapters.core.hosts.sam import decode_masks
 from vadapters.core.io import atomic_write_text, save_tensors
 from vadapters.core.registry import get_method
+from vadapters.core.shards import BatchShard
 from vadapters.errors import BadInputError
 from vadapters.methods.sam_adapter.config import SAMAdapterConfig
 from vadapters.methods.sam_adapter.data import (
@@ -105,13 +107,17 @@ class SAMAdapterRecipe:
         batch_size (`int`): per-device batch size.
         loss (`str`): `"iou"` (BCE + IoU), `"bbce"` (balanced BCE) or `"bce"`.
         val_fraction (`float`): share of `source` held out for validation.
-        seed (`int`): split and augmentation seed.
+        seed (`int`): seed of the adapter's initial values, the split and the augmentation.
         adapter_name (`str`): the adapter's name.
         mode (`str`): `"adapter"` or `"full"`.
         hflip (`bool`): random horizontal flips.
         lean: memory-lean training of the frozen encoder (`lean.LeanOptions`: `True`, a dict of its fields, or
             `False`); mixed precision comes from `TrainingArguments.mixed_precision`.
     """
+
+    # The adapter's decoder copy keeps SAM's IoU head (saved with it, as in the official files), which the mask loss
+    # never reaches: DDP has to expect parameters without a gradient.
+    find_unused_parameters = True
 
     def __init__(
         self,
@@ -139,13 +145,17 @@ class SAMAdapterRecipe:
         self.collate = collate_segmentation
         self.generator = torch.Generator().manual_seed(seed)
         if mode == "adapter":
-            inject(sam, config or SAMAdapterConfig(), adapter_name=adapter_name)
+            cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+            with torch.random.fork_rng(devices=cuda):  # the adapter's initial values come from `seed` alone
+                torch.manual_seed(seed)
+                inject(sam, config or SAMAdapterConfig(), adapter_name=adapter_name)
             injector = get_method("sam_adapter").injector_cls()
             self._params = injector.adapter_parameters(sam, adapter_name)
         else:
             sam.requires_grad_(True)
             self._params = list(sam.parameters())
-        self._sam = sam
+        self._sam = self._prepared = sam  # the host, and what the trainer prepared (DDP wraps it on N processes)
+        self.shard = BatchShard()  # this process's rows of each global batch (set by `setup`)
         self.lean = enable_lean_training(sam, lean, self._params) if lean else None
         self._autocast = contextlib.nullcontext
         self.validations: list[dict[str, Any]] = []
@@ -154,7 +164,8 @@ class SAMAdapterRecipe:
         return list(self._params)
 
     def setup(self, accelerator: Any, model: nn.Module) -> None:
-        self._sam = model
+        self._prepared = model
+        self.shard = BatchShard.of(accelerator)
         self._autocast = accelerator.autocast  # the forward runs outside model.forward, Accelerate's autocast
 
     def state_dict(self) -> dict[str, Any]:
@@ -164,7 +175,7 @@ class SAMAdapterRecipe:
         self.generator.set_state(state["generator"])
 
     def _flip(self, batch: dict[str, Any]) -> dict[str, Any]:
-        flips = torch.rand(len(batch["input_size"]), generator=self.generator) < 0.5
+        flips = self.shard.rand(len(batch["input_size"]), self.generator) < 0.5
         out = {k: batch[k].clone() for k in ("pixels", "mask", "valid")}
         for i, (_, w) in enumerate(batch["input_size"]):
             if flips[i]:
@@ -172,13 +183,28 @@ class SAMAdapterRecipe:
                     out[k][i, ..., :w] = out[k][i, ..., :w].flip(-1)
         return out
 
+    def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`predict_logits` run as the prepared model's forward: a DDP wrapper averages the gradients of the calls
+        that go through it only (called on the bare SAM, each process trained alone)."""
+        sam, prepared = self._sam, self._prepared
+        if prepared is sam:
+            return predict_logits(sam, pixels)
+        saved = sam.__dict__.get("forward")  # Accelerate's mixed-precision forward, if it set one
+        sam.forward = functools.partial(predict_logits, sam)
+        try:
+            return prepared(pixels)
+        finally:
+            if saved is None:
+                del sam.forward
+            else:
+                sam.forward = saved
+
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
-        sam = self._sam.module if hasattr(self._sam, "module") else self._sam
         tensors = self._flip(batch) if self.hflip else batch
-        device = next(sam.parameters()).device
+        device = next(self._sam.parameters()).device
         pixels, target, valid = (tensors[k].to(device) for k in ("pixels", "mask", "valid"))
         with self._autocast():
-            logits = predict_logits(sam, pixels)[:, 0].float()
+            logits = self._logits(pixels)[:, 0].float()
         if self.loss_fn is None:
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
             return (bce * valid).sum() / valid.sum().clamp_min(1)
@@ -187,8 +213,7 @@ class SAMAdapterRecipe:
     def validate(self, step: int, output_dir: str) -> list[str]:
         if self.val_dataset is None:
             return []
-        sam = self._sam.module if hasattr(self._sam, "module") else self._sam
-        result = {"step": step, **evaluate(sam, self.val_dataset, self.batch_size)}
+        result = {"step": step, **evaluate(self._sam, self.val_dataset, self.batch_size)}
         self.validations.append(result)
         path = os.path.join(output_dir, "validation", f"step-{step}.json")
         atomic_write_text(path, json.dumps(result, indent=2))

@@ -110,8 +110,8 @@ class MVAdapterRecipe(DiffusionAdapterRecipe):
         pixels, raymaps = batch["pixel_values"], batch["raymaps"]
         captions = list(batch["captions"])
         objects = len(captions)
-        drop_cond = torch.rand(objects, generator=self.generator) < self.condition_dropout
-        drop_text = (torch.rand(objects, generator=self.generator) < self.caption_dropout) | drop_cond
+        drop_cond = self.shard.rand(objects, self.generator) < self.condition_dropout
+        drop_text = (self.shard.rand(objects, self.generator) < self.caption_dropout) | drop_cond
         captions = ["" if d else c for c, d in zip(captions, drop_text.tolist())]
         latents, cond = self.encode(pixels, captions)
         cond = {k: _repeat_views(v, views) for k, v in cond.items()}
@@ -133,7 +133,7 @@ class MVAdapterRecipe(DiffusionAdapterRecipe):
         first = torch.arange(objects, device=latents.device) * views
         ref_cond = {k: _select(v, first) for k, v in cond.items()}
         cache = record_reference(self.pipe, latents[first], **ref_cond)
-        drop = torch.rand(objects, generator=self.generator) < self.reference_dropout
+        drop = self.shard.rand(objects, self.generator) < self.reference_dropout
         keep = (~drop).to(latents.dtype).to(latents.device)[:, None, None]
         return {k: v * keep.to(v.dtype) for k, v in cache.items()}
 
