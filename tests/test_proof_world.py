@@ -124,3 +124,50 @@ def test_tiny_sd_v2_pipeline_runs_on_the_tiny_clip_text_tower(tmp_path):
     assert image.shape == (1, 32, 32, 3)
     with pytest.raises(CheckpointError):
         load_tiny_clip(str(tmp_path / "missing"))
+
+
+def test_train_tiny_sd_v2_trains_only_the_unet_and_exports_a_checkpoint(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from vadapters.models import tiny_vae
+    from vadapters.models.clip import TINY_CLIP_CONFIG, tiny_clip
+    from vadapters.train.base_world import export_tiny_sd_v2_checkpoint, load_tiny_clip, train_tiny_sd_v2
+
+    clip_dir, vae_dir = tmp_path / "clip", tmp_path / "vae"
+    clip_dir.mkdir()
+    save_file({k: v.contiguous() for k, v in tiny_clip(seed=3).state_dict().items()},
+              str(clip_dir / "open_clip_model.safetensors"))  # fmt: skip
+    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
+    tiny_vae(0).save_pretrained(str(vae_dir))
+    run = tmp_path / "run"
+    summary = train_tiny_sd_v2(
+        str(run), vae=str(vae_dir), clip=str(clip_dir), steps=2, batch_size=2, resolution=16, num_items=8,
+        checkpoint_every=1,
+    )  # fmt: skip
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(summary["pipeline"])
+    before = load_tiny_clip(str(clip_dir)).token_embedding.weight
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, before)  # the text tower stayed frozen
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    exported = export_tiny_sd_v2_checkpoint(str(run), str(tmp_path / "exp"), vae=str(vae_dir), clip=str(clip_dir))
+    again = StableDiffusionPipeline.from_pretrained(exported)
+    assert all(torch.equal(a, b) for a, b in zip(again.unet.state_dict().values(), pipe.unet.state_dict().values()))
+    with pytest.raises(Exception, match="step-7"):
+        export_tiny_sd_v2_checkpoint(str(run), str(tmp_path / "x"), vae=str(vae_dir), clip=str(clip_dir), step=7)
+
+
+def test_cli_train_base_knows_the_v2_bases(tmp_path, capsys):
+    from vadapters.cli import main
+
+    out = tmp_path / "clip"
+    assert (
+        main(["train-base", "tiny-clip", "--out", str(out), "--steps", "2", "--batch-size", "4", "--num-items", "40"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert '"caption_probes"' in printed and (out / "open_clip_model.safetensors").is_file()
+    with pytest.raises(SystemExit):
+        main(["train-base", "tiny-nothing"])

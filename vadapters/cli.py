@@ -117,6 +117,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_base(args: argparse.Namespace) -> int:
+    from vadapters.commands.world import WORLD_BASES, train_world_base
+
+    if args.name in WORLD_BASES:
+        return train_world_base(args)
     if args.name == "judge-shape-colour":
         from vadapters.metrics.judges import train_shape_colour_judge
         from vadapters.models.weights import record_entry, weights_dir
@@ -317,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         "name",
         choices=(
             "tiny-sd", "tiny-sdxl", "tiny-animatediff", "tiny-classifier-cnn", "tiny-classifier-vit", "tiny-sam",
-            "judge-shape-colour",
+            "judge-shape-colour", "tiny-world-vae", "tiny-clip", "tiny-sd-v2", "judge-shape-colour-v2",
         ),
     )  # fmt: skip
     p.add_argument(
@@ -354,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="tiny-sd(xl): ShapeScenes option KEY=VALUE (default: 1 large shape)",
+    )
+    p.add_argument("--num-items", type=int, default=None, help="v2 bases: pre-rendered training items")
+    p.add_argument("--init", default=None, help="tiny-world-vae: start from this AutoencoderKL folder")
+    p.add_argument("--edge-weight", type=float, default=1.0, help="tiny-world-vae: weight of the Sobel L1 term")
+    p.add_argument("--vae", default=None, help="tiny-sd-v2: the world VAE (default weights/tiny-world-vae)")
+    p.add_argument("--clip", default=None, help="tiny-sd-v2: tiny-clip folder (default weights/tiny-clip)")
+    p.add_argument(
+        "--install", action="store_true", help="v2 bases: copy the result to weights/NAME and record the manifest"
     )
     p.set_defaults(func=cmd_train_base)
 

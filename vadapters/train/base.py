@@ -105,10 +105,12 @@ def train_denoiser(
     checkpoint_every: int,
     validate_every: int,
     sample_scheduler: str | None = None,
+    train_text_encoder: bool = True,
 ) -> tuple[dict[str, Any], Any]:
     """The base models' denoising stage: UNet + text encoder(s) fully trained (VAE frozen) with the denoising loss,
     AdamW with warm-up and cosine decay, resumable; returns the Trainer's summary and the recipe.
 
+    `train_text_encoder=False` keeps a pre-trained text encoder frozen (tiny-sd v2 under tiny-clip's text tower).
     The recipe noises with its own copy of `pipe`'s scheduler config; `sample_scheduler` (e.g. "ddim") then
     replaces `pipe.scheduler` for validation and the saved pipeline (same betas).
     """
@@ -117,7 +119,7 @@ def train_denoiser(
 
     recipe = DiffusionAdapterRecipe(
         pipe, None, source, str(resolution), batch_size, caption_dropout=0.1, seed=seed,
-        validation_resolutions=str(resolution),
+        validation_resolutions=str(resolution), train_text_encoder=train_text_encoder,
     )  # fmt: skip
     if sample_scheduler:
         pipe.scheduler = make_scheduler(sample_scheduler)

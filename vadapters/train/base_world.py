@@ -23,7 +23,14 @@ import numpy as np
 
 from vadapters.errors import BadInputError
 
-__all__ = ["ShapesAndObjects", "load_tiny_clip", "tiny_sd_v2_pipeline", "tiny_sd_v2_unet_config"]
+__all__ = [
+    "ShapesAndObjects",
+    "export_tiny_sd_v2_checkpoint",
+    "load_tiny_clip",
+    "tiny_sd_v2_pipeline",
+    "tiny_sd_v2_unet_config",
+    "train_tiny_sd_v2",
+]
 
 
 def tiny_sd_v2_unet_config(cross_attention_dim: int = 64) -> dict[str, Any]:
@@ -120,3 +127,83 @@ def tiny_sd_v2_pipeline(vae: Any, text_encoder: Any, seed: int = 0, scheduler: s
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def _v2_parts(vae: str, clip: str) -> tuple[Any, Any]:
+    """The frozen parts of tiny-sd v2: the world VAE (an `AutoencoderKL` folder) and tiny-clip's text tower."""
+    from diffusers import AutoencoderKL
+
+    from vadapters.models.clip import text_encoder_from_open_clip
+
+    encoder = text_encoder_from_open_clip(load_tiny_clip(clip)).requires_grad_(False)
+    return AutoencoderKL.from_pretrained(vae).requires_grad_(False).eval(), encoder
+
+
+def train_tiny_sd_v2(
+    output_dir: str,
+    *,
+    vae: str = "weights/tiny-world-vae",
+    clip: str = "weights/tiny-clip",
+    steps: int = 8000,
+    batch_size: int = 32,
+    resolution: int = 32,
+    learning_rate: float = 5e-4,
+    num_items: int = 50000,
+    object_share: float = 0.4,
+    seed: int = 0,
+    checkpoint_every: int = 250,
+    validate_every: int = 0,
+) -> dict[str, Any]:
+    """Train tiny-sd v2's UNet (resumable: re-run the same call) under the frozen world VAE and tiny-clip text
+    tower, on `ShapesAndObjects`; the pipeline (DDIM sampling, same betas) is written to `output_dir/pipeline`."""
+    import time
+
+    from vadapters.train.base import train_denoiser
+
+    start = time.time()
+    pipe = tiny_sd_v2_pipeline(*_v2_parts(vae, clip), seed=seed, scheduler="ddpm")
+    source = ShapesAndObjects(num_items, seed=seed, object_share=object_share)
+    summary, _ = train_denoiser(
+        pipe, source, output_dir, steps=steps, batch_size=batch_size, resolution=resolution,
+        learning_rate=learning_rate, seed=seed, checkpoint_every=checkpoint_every, validate_every=validate_every,
+        sample_scheduler="ddim", train_text_encoder=False,
+    )  # fmt: skip
+    return {
+        "pipeline": os.path.join(output_dir, "pipeline"),
+        "parts": {"vae": vae, "clip": clip},
+        "train": summary,
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def export_tiny_sd_v2_checkpoint(
+    run_dir: str,
+    target: str,
+    *,
+    vae: str = "weights/tiny-world-vae",
+    clip: str = "weights/tiny-clip",
+    step: int | None = None,
+    seed: int = 0,
+) -> str:
+    """Write the pipeline of a `train_tiny_sd_v2` checkpoint (`run_dir/checkpoints/step-N`, latest when `step` is
+    None) to `target`, sampling with DDIM; the UNet is loaded strictly (another architecture: `CheckpointError`)."""
+    from safetensors.torch import load_file
+
+    from vadapters.errors import CheckpointError
+    from vadapters.train.checkpoints import list_checkpoints
+    from vadapters.train.diffusion import save_pipeline_atomically
+
+    found = dict(list_checkpoints(run_dir))
+    if not found or (step is not None and step not in found):
+        raise BadInputError(
+            f"no checkpoint {'step-' + str(step) if step else ''} under {run_dir} (found {sorted(found)})"
+        )
+    step = max(found) if step is None else step
+    state = load_file(os.path.join(found[step], "trainable_parameters.safetensors"))
+    pipe = tiny_sd_v2_pipeline(*_v2_parts(vae, clip), seed=seed, scheduler="ddim")
+    unet = {k[len("unet.") :]: v for k, v in state.items() if k.startswith("unet.")}
+    try:
+        pipe.unet.load_state_dict(unet, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint step-{step} does not fit the tiny-sd v2 UNet: {exc}") from exc
+    return save_pipeline_atomically(pipe, target)

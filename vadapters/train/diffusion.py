@@ -111,6 +111,7 @@ class DiffusionAdapterRecipe:
         validation_resolutions: Any = None,
         validation_kwargs: dict[str, Any] | None = None,
         seed: int = 0,
+        train_text_encoder: bool = True,
     ) -> None:
         from diffusers import DDPMScheduler
 
@@ -135,10 +136,15 @@ class DiffusionAdapterRecipe:
         if len(self.dataset) < batch_size:
             raise BadInputError(f"the data has {len(self.dataset)} items, fewer than one batch of {batch_size}")
         if config is None:
-            # Base training: the whole UNet and text encoder(s) learn (VAE frozen; SDXL's `text_encoder_2` too).
+            # Base training: the whole UNet and text encoder(s) learn (VAE frozen; SDXL's `text_encoder_2` too),
+            # or the UNet alone under a frozen, pre-trained text encoder (`train_text_encoder=False`).
             # Single process only: the modules are called directly, outside any DDP wrapper.
             self.pipe, self.adapter_name, self.seed = pipe, None, int(seed)
             encoders = [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+            if not train_text_encoder:
+                for name in encoders:
+                    getattr(pipe, name).requires_grad_(False).eval()
+                encoders = []
             self.model = nn.ModuleDict({"unet": pipe.unet, **{name: getattr(pipe, name) for name in encoders}})
             pipe.vae.requires_grad_(False)
             self.model.requires_grad_(True)
@@ -172,7 +178,7 @@ class DiffusionAdapterRecipe:
         self.validation_kwargs = {"num_inference_steps": 10, **(validation_kwargs or {})}
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
         self._unet: nn.Module = pipe.unet
-        self._text_encoder_trainable = config is None or self.model is pipe.text_encoder
+        self._text_encoder_trainable = (config is None and train_text_encoder) or self.model is pipe.text_encoder
 
     @classmethod
     def from_inputs(
