@@ -171,3 +171,14 @@ def test_cli_train_base_knows_the_v2_bases(tmp_path, capsys):
     assert '"caption_probes"' in printed and (out / "open_clip_model.safetensors").is_file()
     with pytest.raises(SystemExit):
         main(["train-base", "tiny-nothing"])
+
+
+def test_object_occupancy_passes_ground_truth_objects_and_fails_scenes_and_noise():
+    from vadapters.metrics.occupancy import object_occupancy_rate
+    from vadapters.train.base_vae import render_world
+
+    assert object_occupancy_rate(render_world("objects", 24, 1000, 32))["one_object_on_plain_ground"] == 1.0
+    assert object_occupancy_rate(render_world("scenes_large", 12, 1000, 32))["one_object_on_plain_ground"] == 0.0
+    noise = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert object_occupancy_rate(noise)["one_object_on_plain_ground"] == 0.0
+    assert object_occupancy_rate(torch.zeros(4, 3, 32, 32))["one_object_on_plain_ground"] == 0.0  # empty ground
