@@ -95,7 +95,13 @@ class StudioContext:
     # ---------------------------------------------------------------------------------------------- discovery
     def find_adapters(self, methods: Sequence[str] | None = None, max_depth: int = 5, limit: int = 200) -> list[str]:
         """Adapter folders (with `adapter_config.json`) under the allowed roots, as display paths."""
-        found: list[str] = []
+        return [shown for shown, _ in self.adapter_folders(methods, max_depth, limit)]
+
+    def adapter_folders(
+        self, methods: Sequence[str] | None = None, max_depth: int = 5, limit: int = 200
+    ) -> list[tuple[str, str]]:
+        """`(display path, real path)` of each adapter folder of `methods` under the allowed roots."""
+        found: list[tuple[str, str]] = []
         for root in self.roots.roots:
             if not os.path.isdir(root):
                 continue
@@ -107,8 +113,8 @@ class StudioContext:
                     dirnames[:] = []
                 if CONFIG_NAME in filenames and self._method_of(dirpath) in (methods or (self._method_of(dirpath),)):
                     shown = self.roots.display(dirpath)
-                    if shown not in found:
-                        found.append(shown)
+                    if shown not in [s for s, _ in found]:
+                        found.append((shown, dirpath))
                 if len(found) >= limit:
                     return found
         return found

@@ -12,6 +12,7 @@ from typing import Any
 
 from vadapters.errors import BadInputError
 
+from .bases import list_update, pipeline_base
 from .cache import adapter_stamp
 from .context import StudioContext, parse_adapter_lines
 from .security import check_number, ui_errors
@@ -185,13 +186,12 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     gallery = gr.Gallery(label="Images", columns=6, height="auto", object_fit="contain")
     info = gr.JSON(label="Run")
 
-    def list_found():
+    def list_found(pipeline_text: str = ""):
         from vadapters.core.registry import all_specs
 
         own_tabs = ("mv_adapter", "i2v_adapter")  # they run in the multi-view mode and the Video tab
         methods = [s.name for s in all_specs() if "diffusers.unet" in s.hosts and s.name not in own_tabs]
-        methods = methods or DIFFUSION_METHODS
-        return gr.Dropdown(choices=ctx.find_adapters(methods), value=None)
+        return list_update(ctx, methods or DIFFUSION_METHODS, pipeline_base, pipeline_text)  # by method and base
 
     def add_found(choice: str | None, text: str) -> str:
         if not choice:
@@ -207,8 +207,9 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
         return generate(ctx, pipeline, adapters, prompt, negative, seed, steps, height, width, guidance, compare,
                         sweep, progress)  # fmt: skip
 
-    refresh.click(list_found, None, found, api_name="generate_list_adapters", queue=False)
-    gr.on(None, list_found, None, found, queue=False, api_visibility="private")  # filled when the page loads
+    refresh.click(list_found, pipeline, found, api_name="generate_list_adapters", queue=False)
+    gr.on([pipeline.submit, pipeline.blur], list_found, pipeline, found, queue=False, api_name=False)
+    gr.on(None, list_found, pipeline, found, queue=False, api_visibility="private")  # filled when the page loads
     add.click(add_found, [found, adapters], adapters, api_name="generate_add_adapter", queue=False)
     run.click(
         on_generate,

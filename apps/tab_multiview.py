@@ -18,6 +18,7 @@ from typing import Any
 from vadapters.core.io import CONFIG_NAME
 from vadapters.errors import BadInputError
 
+from .bases import list_update, pipeline_base
 from .cache import adapter_stamp
 from .context import StudioContext
 from .security import check_number, ui_errors
@@ -165,8 +166,8 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     gallery = gr.Gallery(label="Views", columns=4, height="auto", object_fit="contain", format="png")
     info = gr.JSON(label="Run")
 
-    def list_found():
-        return gr.Dropdown(choices=ctx.find_adapters(["mv_adapter"]), value=None)
+    def list_found(pipeline_text: str = ""):
+        return list_update(ctx, ["mv_adapter"], pipeline_base, pipeline_text)
 
     def pick(choice: str | None, current: str) -> str:
         return choice or current
@@ -180,8 +181,9 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
                                         elevation, mv_scale, compare, progress)  # fmt: skip
         return items, summary
 
-    refresh.click(list_found, None, found, api_name="generate_list_mv_adapters", queue=False)
-    gr.on(None, list_found, None, found, queue=False, api_visibility="private")  # filled when the page loads
+    refresh.click(list_found, pipeline, found, api_name="generate_list_mv_adapters", queue=False)
+    gr.on([pipeline.submit, pipeline.blur], list_found, pipeline, found, queue=False, api_name=False)
+    gr.on(None, list_found, pipeline, found, queue=False, api_visibility="private")  # filled when the page loads
     found.change(pick, [found, adapter], adapter, api_name=False, queue=False)
     views.change(lambda n: gr.Gallery(columns=int(n)), views, gallery, api_name=False, queue=False)  # a row per set
     run.click(

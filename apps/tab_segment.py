@@ -11,6 +11,7 @@ import numpy as np
 
 from vadapters.errors import BadInputError
 
+from .bases import list_update, sam_base
 from .cache import adapter_stamp
 from .context import StudioContext
 from .security import check_image, image_input, ui_errors
@@ -107,6 +108,22 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 64, 32)) -> np.nda
     return out.round().astype(np.uint8)
 
 
+def sam_source(ctx: StudioContext, text: str | None) -> str | None:
+    """What `load_sam` gets for the SAM field: None (the embedded tiny SAM), a model type `vit_b` / `vit_l` /
+    `vit_h` (Meta's official file through torch.hub's cache, as `load_sam` resolves it), a confined path, or a Hub
+    file id `ORG/NAME/FILE.pth`.
+
+    Example:
+        >>> import os
+        >>> sam_source(StudioContext([os.getcwd()]), " vit_b "), sam_source(StudioContext([os.getcwd()]), "")
+        ('vit_b', None)
+    """
+    from vadapters.models.defaults import SAM_CHECKPOINTS
+
+    typed = (text or "").strip()
+    return typed if typed in SAM_CHECKPOINTS else ctx.optional_path(typed, "SAM checkpoint")
+
+
 def load_sam_model(ctx: StudioContext, sam: str | None, adapter: str | None) -> Any:
     """The (cached) SAM with the adapter, if any, loaded as "sam_adapter"."""
 
@@ -139,7 +156,7 @@ def segment(
         gt = check_image(ground_truth, "ground truth")[..., 0] > 127
         if gt.shape != (h, w):
             raise BadInputError(f"ground truth is {gt.shape[1]}x{gt.shape[0]} but the image is {w}x{h}")
-    model = load_sam_model(ctx, ctx.optional_path(sam, "SAM checkpoint"), ctx.optional_path(adapter, "adapter"))
+    model = load_sam_model(ctx, sam_source(ctx, sam), ctx.optional_path(adapter, "adapter"))
     predictor = SAMAdapterPredictor(model)
     runs = [("SAM", False)] + ([("SAM-Adapter", True)] if vadapters.list_adapters(model) else [])
     mode = "prompt-free" if coords is None and xyxy is None else "prompted"
@@ -185,7 +202,12 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
                 box = gr.Textbox(label="Box x0,y0,x1,y1", placeholder="two 'box corner' clicks")
                 clear = gr.Button("Clear prompts", size="sm")
         with gr.Column(scale=2):
-            sam = gr.Textbox(label="SAM checkpoint", placeholder="empty = embedded tiny SAM; or sam_vit_b_*.pth")
+            sam = gr.Textbox(
+                label="SAM checkpoint",
+                value="",
+                placeholder="empty = embedded tiny SAM; vit_b / vit_l / vit_h (official, via torch.hub's cache); "
+                "a sam_vit_*.pth; or ORG/NAME/FILE.pth",
+            )
             adapter = gr.Dropdown(
                 label="SAM-Adapter (folder under the allowed roots)", choices=[], allow_custom_value=True
             )
@@ -210,8 +232,8 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
         items = [p for p in (points_text or "").split(";") if p.strip()]
         return "; ".join([*items, f"{x},{y},{label}"]), box_text
 
-    def list_found():
-        return gr.Dropdown(choices=ctx.find_adapters(["sam_adapter"]), value=None)
+    def list_found(sam_text: str = ""):
+        return list_update(ctx, ["sam_adapter"], sam_base, sam_text)
 
     @ui_errors
     def on_segment(image, sam, adapter, points, box, ground_truth):
@@ -220,8 +242,9 @@ def build(ctx: StudioContext, heavy: dict[str, Any]) -> None:
     load_btn.click(on_example, example, [image, ground_truth, points, box], api_name="segment_example")
     image.select(on_click, [click_mode, points, box], [points, box], api_name="segment_click", queue=False)
     clear.click(lambda: ("", ""), None, [points, box], api_name="segment_clear", queue=False)
-    refresh.click(list_found, None, adapter, api_name="segment_list_adapters", queue=False)
-    gr.on(None, list_found, None, adapter, queue=False, api_visibility="private")  # filled when the page loads
+    refresh.click(list_found, sam, adapter, api_name="segment_list_adapters", queue=False)
+    gr.on([sam.submit, sam.blur], list_found, sam, adapter, queue=False, api_name=False)
+    gr.on(None, list_found, sam, adapter, queue=False, api_visibility="private")  # filled when the page loads
     run.click(
         on_segment, [image, sam, adapter, points, box, ground_truth], [gallery, metrics], api_name="segment", **heavy
     )

@@ -35,6 +35,7 @@ import numpy as np
 from vadapters.core.io import CONFIG_NAME
 from vadapters.errors import BadInputError
 
+from .bases import list_update, video_base
 from .cache import adapter_stamp
 from .context import StudioContext
 from .security import check_image, check_number, image_input, ui_errors
@@ -236,7 +237,7 @@ def build_video_tab(ctx: StudioContext, heavy: dict[str, Any] | None = None) -> 
                 prior = gr.Dropdown(label="Frame Similarity Prior strength", choices=PRIOR_CHOICES, value="off",
                                     allow_custom_value=True)  # fmt: skip
                 color_match = gr.Checkbox(label="Match colours to frame 0", value=False)
-            pipeline = gr.Textbox(label="AnimateDiff pipeline folder",
+            pipeline = gr.Textbox(label="AnimateDiff pipeline folder", value="",
                                   placeholder="empty = embedded default (tiny-sd + tiny-animatediff)")  # fmt: skip
             found = gr.Dropdown(label="I2V-Adapters found under the allowed folders", choices=[],
                                 allow_custom_value=False)  # fmt: skip
@@ -252,8 +253,8 @@ def build_video_tab(ctx: StudioContext, heavy: dict[str, Any] | None = None) -> 
     def on_example(name):
         return load_example(name)
 
-    def list_found():
-        return gr.Dropdown(choices=ctx.find_adapters(["i2v_adapter"]), value=None)
+    def list_found(pipeline_text: str = ""):
+        return list_update(ctx, ["i2v_adapter"], video_base, pipeline_text)
 
     def pick(choice: str | None, current: str) -> str:
         return choice or current
@@ -267,8 +268,9 @@ def build_video_tab(ctx: StudioContext, heavy: dict[str, Any] | None = None) -> 
                        color_match, progress)  # fmt: skip
 
     load_btn.click(on_example, example, [image, prompt], api_name="image_to_video_example", queue=False)
-    refresh.click(list_found, None, found, api_name="image_to_video_list_adapters", queue=False)
-    gr.on(None, list_found, None, found, queue=False, api_visibility="private")  # filled when the page loads
+    refresh.click(list_found, pipeline, found, api_name="image_to_video_list_adapters", queue=False)
+    gr.on([pipeline.submit, pipeline.blur], list_found, pipeline, found, queue=False, api_name=False)
+    gr.on(None, list_found, pipeline, found, queue=False, api_visibility="private")  # filled when the page loads
     found.change(pick, [found, adapter], adapter, api_name=False, queue=False)
     run.click(
         on_animate,

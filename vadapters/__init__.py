@@ -28,6 +28,7 @@ from vadapters.core import (
     set_adapters,
     unfuse,
     unload,
+    unwrapped,
     using,
 )
 from vadapters.errors import (
@@ -67,5 +68,6 @@ __all__ = [
     "set_adapters",
     "unfuse",
     "unload",
+    "unwrapped",
     "using",
 ]

@@ -23,6 +23,7 @@ from vadapters.core.lifecycle import (
     set_adapters,
     unfuse,
     unload,
+    unwrapped,
     using,
 )
 from vadapters.core.registry import MethodSpec, get_method, list_methods, register_method
@@ -52,5 +53,6 @@ __all__ = [
     "set_adapters",
     "unfuse",
     "unload",
+    "unwrapped",
     "using",
 ]

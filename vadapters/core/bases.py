@@ -10,6 +10,10 @@ Every method follows the same rule (`vadapters.load` applies it):
 - **SaRA** additionally refuses another base by weight fingerprint (`IncompatibleBaseError`): its update replaces
   chosen entries of the base's own weights, so it means nothing on other weights (`check_base=False` overrides).
 
+`base_verdict` says which of the three a load will meet, from an adapter's config alone (no model loaded): the
+studio offers an adapter on the base a tab has selected when it loads (silently, or marked when it will warn) and
+leaves out those it would refuse.
+
 Names are canonical so the same base gets the same name on every machine: `ORG/NAME` for a Hub repository (also when
 loaded from its cache snapshot), `vadapters:NAME` for an embedded default under `weights/`, the real path of any
 other local folder (a pipeline component's folder counts as its pipeline's), and `vadapters:tiny` for the seeded
@@ -136,3 +140,29 @@ def check_base_name(recorded: str | None, host: Any, what: str) -> None:
         ),
         stacklevel=3,
     )
+
+
+def base_verdict(config: Any, base_name: str | None, signature: dict[str, Any] | None = None) -> tuple[str, str]:
+    """What loading an adapter (its `AdapterConfig`) onto a base named `base_name` (with architecture `signature`,
+    when known) will do, by the rule above, without loading either: `("same", "")` loads silently (same base, or
+    either unknown), `("other", why)` loads with a `BaseModelWarning`, `("refused", why)` raises
+    `IncompatibleBaseError`.
+
+    Example:
+        >>> from vadapters.core.config import AdapterConfig
+        >>> base_verdict(AdapterConfig(base_model_name_or_path="ORG/A"), "ORG/B")
+        ('other', "made on 'ORG/A'")
+        >>> base_verdict(AdapterConfig(base_signature={"depth": 4}), None, {"depth": 12})[0]
+        'refused'
+    """
+    from vadapters.core.hosts import describe_signature, signature_mismatch
+
+    mismatch = signature_mismatch(getattr(config, "base_signature", None), signature or {})
+    if mismatch:
+        return "refused", f"made for {describe_signature(config.base_signature)} (differs in {', '.join(mismatch)})"
+    expected, found = canonical_base_name(config.base_model_name_or_path), canonical_base_name(base_name)
+    if expected is None or found is None or expected == found:
+        return "same", ""
+    if config.refuses_other_bases():
+        return "refused", f"made on {expected!r}; {config.method} refuses other bases"
+    return "other", f"made on {expected!r}"

@@ -58,6 +58,11 @@ class AdapterConfig:
     def validate(self) -> None:
         """Raise `BadInputError` for out-of-range values; subclasses extend this."""
 
+    def refuses_other_bases(self) -> bool:
+        """Whether loading onto another base of the same architecture raises instead of warning
+        (`vadapters.core.bases`); False for every method whose update means something on a fine-tune too."""
+        return False
+
     # -- helpers for subclasses -------------------------------------------------------------------------------
     def _require(self, ok: bool, message: str) -> None:
         if not ok:

@@ -7,10 +7,12 @@ on one host and be switched, weighted, disabled, fused and removed without touch
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from vadapters.errors import AdapterStateError
+from vadapters.errors import AdapterStateError, IncompatibleBaseError
 
 
 class AdapterLayer(nn.Module):
@@ -23,6 +25,8 @@ class AdapterLayer(nn.Module):
 
     method: str = ""
     adapter_layer_names: tuple[str, ...] = ()
+    # False for a layer that adds a module instead of wrapping one: `vadapters.unwrapped` leaves it in place.
+    wraps: bool = True
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -69,6 +73,27 @@ class AdapterLayer(nn.Module):
     def on_delete(self, name: str) -> None:
         """Hook for subclasses that keep extra per-adapter dicts."""
 
+    # -- what the layer wraps ------------------------------------------------------------------------------
+    def weight_owner(self) -> nn.Module:
+        """The module whose parameters `merged_parameters` names: `base_layer`, or the original layer inside
+        another library's wrapper (a PEFT LoRA layer) that `base_layer` is."""
+        return innermost(self.base_layer)
+
+    def rebase(self, new: Any) -> None:
+        """Wrap `new` instead of the current `base_layer`: what another library put in the layer's place while
+        `vadapters.unwrapped` had taken it off (a PEFT LoRA layer around the same original, another processor).
+        Raises `IncompatibleBaseError` when `new` is not a module of the original's kind and shape."""
+        old, found = innermost(self.base_layer), innermost(new)
+        same = type(found) is type(old) and all(
+            getattr(found, k).shape == v.shape for k, v in old.named_parameters(recurse=False)
+        )
+        if not same:
+            raise IncompatibleBaseError(
+                f"{type(self).__name__} wrapped a {type(old).__name__}, but {type(found).__name__} took its place "
+                "(a wrapper around a layer of the same kind and shape, such as a PEFT LoRA layer, is accepted)"
+            )
+        self.base_layer = new
+
     # -- merging -------------------------------------------------------------------------------------------
     def merged_parameters(self, adapters: list[tuple[str, float]]) -> dict[str, torch.Tensor]:
         """New values for `base_layer` parameters with `adapters` folded in. Override to support fuse."""
@@ -85,7 +110,7 @@ class AdapterLayer(nn.Module):
             for key, value in new_values.items():
                 if not torch.isfinite(value).all():
                     raise AdapterStateError(f"fusing {names} gives non-finite values in {key}; nothing was changed")
-        params = dict(self.base_layer.named_parameters(recurse=False))
+        params = dict(self.weight_owner().named_parameters(recurse=False))
         for key in new_values:
             self._merge_backup[key] = params[key].data.clone()
         with torch.no_grad():
@@ -94,7 +119,7 @@ class AdapterLayer(nn.Module):
         self.merged_adapters = [n for n, _ in adapters]
 
     def unmerge(self) -> None:
-        params = dict(self.base_layer.named_parameters(recurse=False))
+        params = dict(self.weight_owner().named_parameters(recurse=False))
         with torch.no_grad():
             for key, value in self._merge_backup.items():
                 params[key].data.copy_(value)
@@ -108,6 +133,21 @@ class AdapterLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"adapters={self.adapter_names}, active={self.active_adapters}"
+
+
+def innermost(module: Any) -> Any:
+    """The original layer inside wrappers that keep it as `base_layer` (vadapters' layers, PEFT's tuner layers).
+
+    Example:
+        >>> conv = nn.Conv2d(2, 2, 1)
+        >>> innermost(conv) is conv
+        True
+    """
+    seen = set()
+    while isinstance(module, nn.Module) and hasattr(module, "base_layer") and id(module) not in seen:
+        seen.add(id(module))
+        module = module.base_layer
+    return module
 
 
 def clone_linear(src: nn.Linear, copy: bool = True) -> nn.Linear:

@@ -21,9 +21,10 @@ from torch import nn
 from vadapters.core import hosts
 from vadapters.core.api import _push, _remove, _states
 from vadapters.core.config import AdapterConfig
+from vadapters.core.injector import replace_module
 from vadapters.core.layers import AdapterLayer
 from vadapters.core.registry import get_method
-from vadapters.errors import AdapterStateError, BadInputError
+from vadapters.errors import AdapterStateError, BadInputError, IncompatibleBaseError
 
 
 # ------------------------------------------------------------------------------------------- adapter management
@@ -142,6 +143,58 @@ def using(host: Any, names: str | Sequence[str], weights: Any = None) -> Iterato
         for module, state, active, old in saved:
             state.active, state.weights = active, old
             _push(module, state)
+
+
+@contextlib.contextmanager
+def unwrapped(host: Any) -> Iterator[Any]:
+    """Take vadapters' wrappers off the host while another library changes it, then put them back around what is
+    there: `with vadapters.unwrapped(pipe): pipe.load_lora_weights(...)`.
+
+    Inside, every module and attention processor an adapter wraps is the original again (adapters stay loaded,
+    with their state), so diffusers' loaders (`load_lora_weights`, `load_ip_adapter`, `set_attn_processor`),
+    PEFT and `ControlNetModel.from_unet` see the plain model. On exit each wrapper wraps what took the original's
+    place: a PEFT LoRA layer around the same conv, diffusers' IP-Adapter processor, or the original itself. Needed
+    where another library would otherwise meet a vadapters layer (PEFT refuses to wrap one; `load_ip_adapter`
+    rebuilds self-attention processors by class); loading those first, then vadapters' adapters, needs nothing.
+
+    Raises:
+        AdapterStateError: adapters are fused (unfuse first), or something that is not a layer of the original's
+            kind and shape took a wrapped module's place (the wrapper goes back around the original there).
+    """
+    taken: list[tuple[nn.Module, str, AdapterLayer, AdapterLayer]] = []
+    for _, module, state in _states(host):
+        if state.fused:
+            raise AdapterStateError("adapters are fused; call unfuse() before unwrapping them")
+        for path, layer in _adapter_layers(module):
+            if not layer.wraps or any(m is module and path.startswith(p + ".") for m, p, _, _ in taken):
+                continue
+            inner = layer
+            while isinstance(inner.base_layer, AdapterLayer):
+                inner = inner.base_layer
+            taken.append((module, path, layer, inner))
+    for module, path, _, inner in taken:
+        replace_module(module, path, inner.base_layer)
+    try:
+        yield host
+    finally:
+        failed = []
+        for module, path, layer, inner in taken:
+            parent_path, _, leaf = path.rpartition(".")
+            now = getattr(module.get_submodule(parent_path) if parent_path else module, leaf, None)
+            old = inner.base_layer
+            try:
+                inner.rebase(now)
+            except (IncompatibleBaseError, TypeError) as err:
+                failed.append(f"{path}: {err}")
+                inner.rebase(old)
+            replace_module(module, path, layer)
+        for _, module, state in _states(host):
+            _push(module, state)
+        if failed:
+            raise AdapterStateError(
+                "vadapters put its wrappers back around the originals where something else took their place: "
+                + "; ".join(failed)
+            )
 
 
 # ------------------------------------------------------------------------------------------------------ fusing

@@ -31,6 +31,20 @@ class ProcessorAdapter(AdapterLayer):
     def base_layer(self) -> Any:  # the original processor object, whatever its type
         return self._inner
 
+    def rebase(self, new: Any) -> None:
+        """Wrap the processor now installed in this one's place (e.g. diffusers' IP-Adapter processor, put there
+        by `load_ip_adapter` inside `vadapters.unwrapped`): any processor is accepted."""
+        if not callable(new):
+            raise TypeError(f"an attention processor must be callable, got {type(new).__name__}")
+        if "inner_processor" in self._modules:
+            del self._modules["inner_processor"]
+        object.__setattr__(self, "_inner", new)
+        if isinstance(new, nn.Module):
+            self.add_module("inner_processor", new)
+
+    def weight_owner(self) -> nn.Module:
+        raise TypeError(f"{type(self).__name__} wraps a processor; it has no base weights to fuse into")
+
     def base_attention(self, attn: nn.Module, hidden_states, *args: Any, **kwargs: Any):
         return self._inner(attn, hidden_states, *args, **kwargs)
 

@@ -29,10 +29,20 @@ def is_unet(module: Any) -> bool:
 
 
 def unet_signature(unet: nn.Module) -> dict[str, Any]:
-    cfg = unet.config
+    return unet_config_signature(type(unet).__name__, unet.config)
+
+
+def unet_config_signature(class_name: str, cfg: Any) -> dict[str, Any]:
+    """The signature of a UNet of class `class_name` with config `cfg` (a dict, e.g. a `unet/config.json`), equal to
+    `unet_signature` of the model it builds: read without loading the model.
+
+    Example:
+        >>> unet_config_signature("UNet2DConditionModel", {"in_channels": 4})["in_channels"]
+        4
+    """
     cross = cfg.get("cross_attention_dim")
     return {
-        "class": type(unet).__name__,
+        "class": class_name,
         "block_out_channels": list(cfg.get("block_out_channels", [])),
         "cross_attention_dim": list(cross) if isinstance(cross, (list, tuple)) else cross,
         "in_channels": cfg.get("in_channels"),

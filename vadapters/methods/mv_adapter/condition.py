@@ -67,6 +67,7 @@ class MVConditionEncoder(AdapterLayer):
 
     method = "mv_adapter"
     adapter_layer_names = ("cond_encoder",)
+    wraps = False  # an added module, not a wrapper: it stays on the UNet inside `vadapters.unwrapped`
 
     def __init__(self) -> None:
         super().__init__(EmptySlot())

@@ -8,28 +8,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vadapters.core.layers import AdapterLayer
+from vadapters.core.layers import AdapterLayer, innermost
 
 
 class LoraConv2d(AdapterLayer):
     """`base(x) + w * scaling * up(down(x))`, where `down` copies the base conv's kernel, stride and padding.
 
     `down` is `[rank, C_in, k, k]` and `up` is `[C_out, rank, 1, 1]` - the official ResCLoRA shapes.
+
+    `base_layer` is the `nn.Conv2d`, or another library's wrapper of it (a PEFT LoRA layer from diffusers'
+    `load_lora_weights`, e.g. an LCM-LoRA that targets the same sampler convs): the wrapper runs as it is and the
+    ResCLoRA branch is added to its output; fusing writes into the conv inside it.
     """
 
     method = "res_adapter"
     adapter_layer_names = ("lora_down", "lora_up")
 
-    def __init__(self, base_layer: nn.Conv2d) -> None:
-        if not isinstance(base_layer, nn.Conv2d):
-            raise TypeError(f"LoraConv2d wraps nn.Conv2d, got {type(base_layer).__name__}")
+    def __init__(self, base_layer: nn.Module) -> None:
+        if not isinstance(innermost(base_layer), nn.Conv2d):
+            raise TypeError(f"LoraConv2d wraps nn.Conv2d (or a wrapper of one), got {type(base_layer).__name__}")
         super().__init__(base_layer)
         self.lora_down = nn.ModuleDict()
         self.lora_up = nn.ModuleDict()
         self.scaling: dict[str, float] = {}
 
+    @property
+    def conv(self) -> nn.Conv2d:
+        """The original conv (inside any wrapper)."""
+        return self.weight_owner()
+
     def add(self, name: str, rank: int, alpha: float) -> None:
-        base = self.base_layer
+        base = self.conv
         kw = {"device": base.weight.device, "dtype": base.weight.dtype}
         down = nn.Conv2d(
             base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation, bias=False, **kw
@@ -60,10 +69,10 @@ class LoraConv2d(AdapterLayer):
         down = self.lora_down[name].weight.float()
         up = self.lora_up[name].weight.float()
         kernel = up.flatten(1) @ down.flatten(1)
-        return kernel.reshape(self.base_layer.weight.shape) * self.scaling[name]
+        return kernel.reshape(self.conv.weight.shape) * self.scaling[name]
 
     def merged_parameters(self, adapters):
-        weight = self.base_layer.weight.float().clone()
+        weight = self.conv.weight.float().clone()
         for name, w in adapters:
             weight += w * self.delta_weight(name)
         return {"weight": weight}

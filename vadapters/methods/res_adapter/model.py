@@ -6,6 +6,7 @@ from torch import nn
 
 from vadapters.core.hosts import diffusers as diffusers_host
 from vadapters.core.injector import BaseInjector, replace_module
+from vadapters.core.layers import innermost
 from vadapters.errors import IncompatibleBaseError
 from vadapters.methods.res_adapter.config import ResAdapterConfig
 from vadapters.methods.res_adapter.layers import LoraConv2d, ResNormGroupNorm
@@ -29,7 +30,7 @@ class ResAdapterInjector(BaseInjector):
         if config.use_lora:
             if not convs:
                 raise IncompatibleBaseError(f"{type(module).__name__} has no down/upsampler convs for ResCLoRA")
-            bad = [p for p, c in convs.items() if not isinstance(c, (nn.Conv2d, LoraConv2d))]
+            bad = [p for p, c in convs.items() if not isinstance(innermost(c), nn.Conv2d)]  # PEFT-wrapped convs too
             if bad:
                 raise IncompatibleBaseError(f"sampler modules that are not Conv2d cannot take ResCLoRA: {bad}")
 

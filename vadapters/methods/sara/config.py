@@ -180,6 +180,11 @@ class SaRAConfig(AdapterConfig):
             "base_fingerprint must be None or a dict",
         )
 
+    def refuses_other_bases(self) -> bool:
+        """SaRA's update replaces chosen entries of its base's own weights: other weights are refused (by the
+        recorded fingerprint) unless `check_base=False`."""
+        return bool(self.base_fingerprint) and self.check_base
+
     @property
     def selection_mode(self) -> str:
         return "quantile" if self.quantile is not None else "threshold"

@@ -378,6 +378,7 @@ class SaRATensor(AdapterLayer):
 
     method = METHOD
     adapter_layer_names = ("sara_deltas",)
+    wraps = False  # a parametrisation of the weight, not a module in the layer's place
 
     def __init__(self, tensor_name: str) -> None:
         nn.Module.__init__(self)  # no base_layer: the base is the parametrisation's `original`
