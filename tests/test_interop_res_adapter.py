@@ -160,3 +160,25 @@ def test_res_adapter_saved_with_a_lora_loaded_loads_alone(pipe, tmp_path):
     fresh.set_progress_bar_config(disable=True)
     vadapters.load(fresh, str(tmp_path / "res"), adapter_name="res")
     assert torch.equal(_run(fresh), res_only)
+
+
+def test_unwrapped_refuses_what_it_cannot_wrap_and_fused_adapters():
+    """A module of another kind in a wrapped module's place: the wrapper goes back around the original and the
+    block ends with an AdapterStateError naming the path; fused adapters cannot be unwrapped."""
+    from vadapters.models import tiny_unet, tiny_unet_config
+
+    unet = tiny_unet(tiny_unet_config())
+    original = unet.down_blocks[0].downsamplers[0].conv
+    vadapters.inject(unet, ResAdapterConfig(rank=2, alpha=2.0), adapter_name="res")
+    refused = r"down_blocks\.0\.downsamplers\.0\.conv.*Identity"
+    with pytest.raises(vadapters.AdapterStateError, match=refused), vadapters.unwrapped(unet):
+        assert unet.down_blocks[0].downsamplers[0].conv is original
+        unet.down_blocks[0].downsamplers[0].conv = torch.nn.Identity()
+    layer = unet.down_blocks[0].downsamplers[0].conv
+    assert isinstance(layer, LoraConv2d) and layer.base_layer is original
+    vadapters.fuse(unet)
+    with pytest.raises(vadapters.AdapterStateError, match="fused"), vadapters.unwrapped(unet):
+        pass
+    vadapters.unfuse(unet)
+    vadapters.unload(unet)
+    assert unet.down_blocks[0].downsamplers[0].conv is original
