@@ -100,6 +100,12 @@ def _train(**options):
     return call
 
 
+def _inject_named(name):
+    from vadapters.methods.res_adapter import ResAdapterConfig
+
+    return lambda w: vadapters.inject(w.pipe, ResAdapterConfig(rank=2), adapter_name=name)
+
+
 def _prompt(value):
     from vadapters.core.validation import check_prompt
 
@@ -123,6 +129,8 @@ CASES = [
     ("tta file knn text", lambda w: vadapters.tta.from_pretrained(w.classifier, w.root / "lame_knn_text"), CheckpointError, r"lame_knn_text/adapter_config.json: LAMEConfig.knn must be an int"),
     ("training max_steps text", _training_arguments(max_steps="10"), BadInputError, r"max_steps must be an int, got str '10'"),
     ("training learning_rate text", _training_arguments(learning_rate="1e-3"), BadInputError, r"learning_rate must be a number"),
+    ("adapter name of a torch module attribute", _inject_named("train"), BadInputError, r"adapter_name 'train' is an attribute of torch modules"),
+    ("adapter name with a dot", _inject_named("a.b"), BadInputError, r"adapter_name must be a non-empty string without '\.'"),
     ("load override wrong type", lambda w: vadapters.load(w.pipe, w.root / "res", norm_blend="half"), BadInputError, r"norm_blend must be a number"),
     # adapter_config.json with wrong types: a broken file, named
     ("file alpha list", _load("alpha_list"), CheckpointError, r"alpha_list/adapter_config.json: .*alpha must be a number .*list \[1, 2\]"),

@@ -95,6 +95,24 @@ def _frozen_with(host: Any, module: nn.Module) -> list[nn.Module]:
     return [m for _, m in hosts.adapted_modules(host) if m is not module] if hosts.is_pipeline(host) else []
 
 
+def check_adapter_name(name: Any) -> None:
+    """Refuse names the per-adapter `nn.ModuleDict` / `nn.ParameterDict` containers cannot hold: empty, with a
+    dot, or an attribute of those containers (`"train"`, `"training"`, `"eval"`, `"to"`, `"keys"`, ...).
+
+    Example:
+        >>> check_adapter_name("train")
+        Traceback (most recent call last):
+        ...
+        vadapters.errors.BadInputError: adapter_name 'train' is an attribute of torch modules (train, eval, to, keys, ...); pick another name
+    """
+    if not isinstance(name, str) or not name or "." in name:
+        raise BadInputError(f"adapter_name must be a non-empty string without '.', got {name!r}")
+    if hasattr(nn.ModuleDict(), name) or hasattr(nn.ParameterDict(), name):
+        raise BadInputError(
+            f"adapter_name {name!r} is an attribute of torch modules (train, eval, to, keys, ...); pick another name"
+        )
+
+
 def _inject_into(
     module: nn.Module, config: AdapterConfig, name: str, trainable: bool, others: Sequence[nn.Module] = ()
 ) -> AdapterConfig:
@@ -103,6 +121,7 @@ def _inject_into(
     state = get_state(module, create=True)
     created = not state.adapters
     try:
+        check_adapter_name(name)
         if name in state.adapters:
             raise BadInputError(f"an adapter named {name!r} already exists; delete_adapter() it or pick another name")
         if state.fused:
