@@ -26,7 +26,10 @@ def cmd_train_sam_adapter(args: argparse.Namespace) -> int:
 def register_train(tsub) -> list[str]:
     p = tsub.add_parser("sam_adapter", help="SAM-Adapter on a segment-anything SAM (prompts + mask decoder)")
     base = ("--sam", "vit_b | vit_l | vit_h (official, cached), a sam_vit_*.pth, a tiny-sam folder; omit: default")
-    data = ("synthetic:camouflage", "folder with images/ + masks/, or synthetic:camouflage|shadow|salient")
+    data = (
+        "synthetic:camouflage",
+        "folder with images/ + masks/, or synthetic:camouflage|camouflage-texture|shadow|salient",
+    )
     add_training_arguments(p, base=base, data=data, batch_size=4, lr=2e-4, config="SAMAdapterConfig")
     p.add_argument("--loss", choices=("iou", "bbce", "bce"), default="iou", help="bbce for shadows")
     p.add_argument("--num-items", type=int, default=400, help="number of synthetic scenes")

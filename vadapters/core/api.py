@@ -41,6 +41,7 @@ from vadapters.core.io import (
 )
 from vadapters.core.io import save_tensors as _save_tensors
 from vadapters.core.layers import AdapterLayer
+from vadapters.core.manifest import embedded_path
 from vadapters.core.registry import all_specs, get_method
 from vadapters.core.state import AdapterRecord, HostState, drop_state, get_state
 from vadapters.errors import AdapterStateError, BadInputError, CheckpointError, IncompatibleBaseError
@@ -239,8 +240,10 @@ def read_adapter(
     revision: str | None = None,
 ) -> list[tuple[str | None, AdapterConfig, dict[str, torch.Tensor]]]:
     """(name hint, config, state dict) for each adapter at `path`: a vadapters folder or single file, an official
-    checkpoint a method recognises (or `method` forces), or a folder of named adapter subfolders; local, or on the
-    Hugging Face Hub (`ORG/NAME[/FOLDER]`, with `subfolder` / `weight_name` / `revision`: see `core.hub.resolve`)."""
+    checkpoint a method recognises (or `method` forces), or a folder of named adapter subfolders; local, embedded
+    (`vadapters:NAME`, see `core.manifest`), or on the Hugging Face Hub (`ORG/NAME[/FOLDER]`, with `subfolder` /
+    `weight_name` / `revision`: see `core.hub.resolve`)."""
+    path = embedded_path(path) or path  # "vadapters:NAME": a trained adapter shipped in weights/, hash-verified
     path = hub.resolve(path, subfolder=subfolder, weight_name=weight_name, revision=revision, what="adapter")
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_NAME)) and method in (None, "vadapters"):
         data = read_config_dict(path)
@@ -345,8 +348,10 @@ def load(
         host: a diffusers pipeline or model.
         path: a vadapters folder (`adapter_config.json` + `adapter_model.safetensors`), a single-file
             `.safetensors` written by vadapters, or an official checkpoint a method recognises (e.g. the
-            ResAdapter two-file folder); local, or a Hugging Face Hub id `ORG/NAME[/FOLDER]` (downloaded into, or
-            read offline from, the Hugging Face cache by huggingface_hub).
+            ResAdapter two-file folder); local, a trained adapter shipped in `weights/` by name (`"vadapters:NAME"`,
+            e.g. `"vadapters:sam-adapter-shadow"`; hash-verified against `weights/manifest.json`), or a Hugging
+            Face Hub id `ORG/NAME[/FOLDER]` (downloaded into, or read offline from, the Hugging Face cache by
+            huggingface_hub).
         adapter_name (`str`, optional): defaults to the method name (then `<method>_1`, ...).
         strict (`bool`): raise on missing or unexpected keys (shape mismatches always raise).
         is_trainable (`bool`): leave the adapter's parameters trainable (frozen by default, as PEFT).

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -22,63 +21,10 @@ from typing import Any
 
 from vadapters.core.bases import weights_dir  # the core names embedded bases, so it owns where they live
 from vadapters.core.io import atomic_write_text
+from vadapters.core.manifest import MANIFEST_NAME, read_manifest, sha256_file, verify  # the core resolves names
 from vadapters.errors import CheckpointError
 
-MANIFEST_NAME = "manifest.json"
-_VERIFIED: dict[tuple[str, int, float], str] = {}
-
-
-def read_manifest(root: pathlib.Path | None = None) -> dict[str, Any]:
-    path = (root or weights_dir()) / MANIFEST_NAME
-    if not path.is_file():
-        return {"version": 1, "entries": {}}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); restore it with `git checkout {path}`") from exc
-    data.setdefault("entries", {})
-    return data
-
-
-def sha256_file(path: pathlib.Path) -> str:
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime)
-    if key in _VERIFIED:
-        return _VERIFIED[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    _VERIFIED[key] = digest.hexdigest()
-    return _VERIFIED[key]
-
-
-def _regenerate_hint(name: str, entry: dict[str, Any] | None) -> str:
-    command = (entry or {}).get("command") or f"vadapters train-base {name}"
-    return f"regenerate it with `{command}` or restore the committed files with `git checkout weights/{name}`"
-
-
-def verify(name: str, root: pathlib.Path | None = None) -> pathlib.Path:
-    """Check every file of entry `name` against the manifest; returns the entry's folder."""
-    root = root or weights_dir()
-    entry = read_manifest(root)["entries"].get(name)
-    if entry is None:
-        known = sorted(read_manifest(root)["entries"])
-        raise CheckpointError(
-            f"no embedded default named {name!r} in {root / MANIFEST_NAME} (have: {known or 'none'}); "
-            f"train it with `vadapters train-base {name}`"
-        )
-    folder = root / name
-    for rel, info in entry["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            raise CheckpointError(f"embedded default {name!r} is missing {path}; {_regenerate_hint(name, entry)}")
-        if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
-            raise CheckpointError(
-                f"{path} does not match weights/{MANIFEST_NAME} (size or sha256 differs: edited or truncated); "
-                f"{_regenerate_hint(name, entry)}"
-            )
-    return folder
+__all__ = ["MANIFEST_NAME", "default_path", "read_manifest", "record_entry", "sha256_file", "verify"]
 
 
 def default_path(name: str, verify_hashes: bool = True) -> pathlib.Path:

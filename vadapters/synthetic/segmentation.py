@@ -44,7 +44,18 @@ from vadapters.synthetic.shapes import (
     value_noise,
 )
 
-__all__ = ["PHOTOS", "CamouflageScenes", "SalientScenes", "ShadowScenes", "available_photos", "save_folder"]
+__all__ = [
+    "CAMOUFLAGE_TEXTURE_CUE",
+    "PHOTOS",
+    "CamouflageScenes",
+    "SalientScenes",
+    "ShadowScenes",
+    "available_photos",
+    "save_folder",
+]
+
+# The learnable variant of `CamouflageScenes` (`synthetic:camouflage-texture`): a fill twice as fine-grained.
+CAMOUFLAGE_TEXTURE_CUE = {"texture_scale": 2.0}
 
 # Photos of scikit-image's own distribution (no download); the grey ones are tinted with two random colours.
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "brick", "grass", "gravel")
@@ -57,6 +68,12 @@ def _photo(name: str) -> torch.Tensor:
     array = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
     array = np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+@functools.lru_cache(maxsize=8)
+def _mirrored(name: str, extra_h: int, extra_w: int) -> torch.Tensor:
+    photo = _photo(name).numpy()
+    return torch.from_numpy(np.pad(photo, ((0, 0), (0, extra_h), (0, extra_w)), mode="symmetric"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,6 +101,9 @@ def _render_texture(spec: dict[str, Any], height: int, width: int) -> np.ndarray
     longest = spec["scale"] * min(ph, pw)  # the crop has the canvas's aspect ratio: no distortion
     bh = max(1, round(longest * height / max(height, width)))
     bw = max(1, round(longest * width / max(height, width)))
+    if bh > ph or bw > pw:  # a crop larger than the photo (scale > 1): the photo mirrored at its bottom / right
+        photo = _mirrored(spec["name"], max(bh - ph, 0), max(bw - pw, 0))
+        ph, pw = photo.shape[1:]
     y0, x0 = round(spec["ty"] * (ph - bh)), round(spec["tx"] * (pw - bw))
     crop = photo[None, :, y0 : y0 + bh, x0 : x0 + bw]
     out = F.interpolate(crop, size=(height, width), mode="bilinear", antialias=True, align_corners=False)[0]
@@ -267,28 +287,51 @@ class CamouflageScenes(_TexturedScenes):
     The fill's per-channel mean and spread are matched to the background in and around the object, then jittered
     by up to `jitter` per channel; the edge is feathered over `feather` pixels.
 
+    With the defaults (`texture_scale=1`) the fill is the background's own texture: only the feathered edge and the
+    small jitter tell the object apart (the hard variant). Real camouflage sets are not that hard: in COD10K and
+    CAMO the animal matches its surroundings in colour but rarely in texture grain (scales, fur, feathers against
+    leaves, sand or bark), which is the cue frequency-domain COD methods and SAM-Adapter's high-frequency-component
+    prompt are built to read. `texture_scale` gives the scenes that cue: the fill's texture features are
+    `texture_scale` times finer (> 1) or coarser (< 1) than the background's, at the same colour mean and spread
+    (noise: `cells` x `texture_scale`, rounded; photo: a crop `texture_scale` times larger, the photo mirrored where
+    the crop runs off it). `CAMOUFLAGE_TEXTURE_CUE` is the preset of `synthetic:camouflage-texture`.
+
     Args:
         jitter (`float`): largest relative colour change of the fill, per channel.
         feather (`float`): width in pixels of the blended edge.
+        texture_scale (`float`): grain of the fill relative to the background's, in [0.25, 4]; 1 draws exactly the
+            scenes of earlier versions.
         **kwargs: see `_TexturedScenes` (seed, textures, shapes, min_size, max_size, blob_prob, size).
     """
 
     kind = "camouflage"
     _tag = 0xCA3
 
-    def __init__(self, num_items: int, seed: int = 0, jitter: float = 0.04, feather: float = 2.0, **kwargs) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        seed: int = 0,
+        jitter: float = 0.04,
+        feather: float = 2.0,
+        texture_scale: float = 1.0,
+        **kwargs,
+    ) -> None:
         super().__init__(num_items, seed, **kwargs)
         if not 0.0 <= float(jitter) < 1.0 or float(feather) < 0.0:
             raise BadInputError(f"need 0 <= jitter < 1 and feather >= 0, got jitter={jitter}, feather={feather}")
-        self.jitter, self.feather = float(jitter), float(feather)
+        if not 0.25 <= float(texture_scale) <= 4.0:
+            raise BadInputError(f"texture_scale must be in [0.25, 4], got {texture_scale!r}")
+        self.jitter, self.feather, self.texture_scale = float(jitter), float(feather), float(texture_scale)
 
     def _layout(self, rng: np.random.Generator) -> dict[str, Any]:
         layout = super()._layout(rng)
         fill = dict(layout["texture"])
         if fill["source"] == "noise":
             fill["seed"] = int(rng.integers(2**31))
+            fill["cells"] = max(1, round(fill["cells"] * self.texture_scale))
         else:
             fill.update(ty=float(rng.random()), tx=float(rng.random()), flip=bool(rng.random() < 0.5))
+            fill["scale"] = fill["scale"] * self.texture_scale
         return {**layout, "fill": fill, "gain": rng.uniform(-1.0, 1.0, size=3).tolist()}
 
     def _draw(self, layout, height, width):

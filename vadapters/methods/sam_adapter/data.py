@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from vadapters.errors import BadInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-SYNTHETIC = ("salient", "camouflage", "shadow")
+SYNTHETIC = ("salient", "camouflage", "camouflage-texture", "shadow")
 
 
 class SegmentationFolder:
@@ -83,7 +83,11 @@ class SyntheticSegmentation:
 
 def make_segmentation_source(data: Any, num_items: int = 400, seed: int = 0, size=(64, 64), **scene_options) -> Any:
     """A source from `"synthetic:camouflage"` / `"synthetic:shadow"` / `"synthetic:salient"` (`"synthetic"` is
-    camouflage), a folder (`images/` + `masks/`), or an object with `load(index)` (returned as is)."""
+    camouflage), a folder (`images/` + `masks/`), or an object with `load(index)` (returned as is).
+
+    `"synthetic:camouflage-texture"` is camouflage with a learnable cue: the object's texture is twice as fine as
+    the background's (`CamouflageScenes(texture_scale=2)`, see its doc); `"synthetic:camouflage"` is the hard
+    variant, where only the feathered edge and a small colour jitter differ. `scene_options` go to the scene set."""
     if callable(getattr(data, "load", None)) and hasattr(data, "__len__"):
         return data
     if not isinstance(data, (str, os.PathLike)):
@@ -98,8 +102,11 @@ def make_segmentation_source(data: Any, num_items: int = 400, seed: int = 0, siz
         cls = {
             "salient": segmentation.SalientScenes,
             "camouflage": segmentation.CamouflageScenes,
+            "camouflage-texture": segmentation.CamouflageScenes,
             "shadow": segmentation.ShadowScenes,
         }[kind]
+        if kind == "camouflage-texture":
+            scene_options = {**segmentation.CAMOUFLAGE_TEXTURE_CUE, **scene_options}
         return SyntheticSegmentation(cls(num_items, seed=seed, size=tuple(size), **scene_options))
     if os.path.isdir(text):
         return SegmentationFolder(text)
