@@ -23,6 +23,20 @@ CPU time (steadier than wall time on this shared 2-core machine, which runs othe
 """
 
 
+# What a failed gate's profile shows, where the cause is known (written from the profiles; the numbers are above)
+EXPLAIN = {
+    "SaRA step time <= 1.3x LoRA's": (
+        "SaRA trains entries scattered through every weight, and its step computes each targeted weight's full "
+        "gradient (`convolution_backward` and `mm` for the weights, several times LoRA's, which only carries input "
+        "gradients through the frozen base), then keeps the selected entries; each forward composes a copy of every "
+        "weight (`copy_`); the nuclear-norm term adds one SVD of a randomly drawn matrix per step (`_linalg_svd`, "
+        "from milliseconds to seconds with the matrix). The official implementation computes the full gradients "
+        "too. Computing only the selected entries' gradients needs sampled products (a gather and a scatter per "
+        "entry and token) in place of the weight-gradient GEMMs; vadapters does not do that (yet)."
+    ),
+}
+
+
 def _s(stats: dict[str, float]) -> str:
     return f"{stats['median']:.4g} [{stats['q1']:.4g}-{stats['q3']:.4g}]"
 
@@ -56,6 +70,8 @@ def _gates(result: dict[str, Any]) -> list[str]:
                       "one call each", "", "| arm | operator | self ms | calls |", "|---|---|---|---|"]  # fmt: skip
             for arm, rows in g["profile"].items():
                 lines += [f"| {arm} | `{r['op']}` | {r['self_ms']:.1f} | {r['calls']} |" for r in rows]
+            if g["gate"] in EXPLAIN:
+                lines += ["", EXPLAIN[g["gate"]]]
     return lines
 
 

@@ -47,7 +47,7 @@ def interleave(
     names = list(arms)
     samples = {n: {"wall": [], "cpu": []} for n in names}
     inner = 1
-    for round_ in range(-max(1, warmup), repeats):
+    for round_ in range(-(max(1, warmup) if min_seconds > 0 else warmup), repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             arm = arms[name]

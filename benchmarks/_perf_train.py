@@ -157,6 +157,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         if step >= spec["warmup"]:
             walls.append(t1 - t0)
             cpus.append(c1 - c0)
+    peak = (proc_kib("VmHWM") - baseline) * 1024 if hwm_reset else None
     state = sum(t.numel() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.ndim)
     top = None
     if spec.get("profile"):  # one more step under torch.profiler: where the step's time goes
@@ -174,7 +175,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         **spec,
         "wall": walls,
         "cpu": cpus,
-        "peak_bytes": (proc_kib("VmHWM") - baseline) * 1024 if hwm_reset else None,
+        "peak_bytes": peak,
         "hwm_reset": hwm_reset,
         "trainable": sum(p.numel() for p in params),
         "optimizer_state": state,
@@ -213,6 +214,7 @@ def training(script: str, size: str, repeats: int, steps: int, threads: int, log
         shift = round_ % len(plan)
         for host, arm in plan[shift:] + plan[:shift]:
             spec = {"host": host, "arm": arm, "size": size, "steps": steps, "warmup": 1, "threads": threads}
+            spec["profile"] = round_ == 0 and host == "sd" and arm in ("sara", "lora")  # one more step, profiled
             need = _need_bytes(host, arm, size)
             if need and mem_available() < need:
                 result = {**spec, "error": f"skipped: needs about {need / 2**30:.1f} GiB, "
