@@ -81,7 +81,7 @@ def test_texture_scale_bounds_and_named_source():
             CamouflageScenes(4, textures=["noise"], texture_scale=bad)
     cue = make_segmentation_source("synthetic:camouflage-texture", num_items=3, seed=0, size=(32, 32))
     hard = make_segmentation_source("synthetic:camouflage", num_items=3, seed=0, size=(32, 32))
-    assert cue.scenes.texture_scale == CAMOUFLAGE_TEXTURE_CUE["texture_scale"] == 2.0
+    assert cue.scenes.texture_scale == CAMOUFLAGE_TEXTURE_CUE["texture_scale"] == 3.0
     assert hard.scenes.texture_scale == 1.0
     assert torch.equal(cue.load(0)["mask"], hard.load(0)["mask"])
     coarse = CamouflageScenes(3, seed=0, textures=["noise"], texture_scale=0.5)

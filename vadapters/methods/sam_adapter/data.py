@@ -85,8 +85,8 @@ def make_segmentation_source(data: Any, num_items: int = 400, seed: int = 0, siz
     """A source from `"synthetic:camouflage"` / `"synthetic:shadow"` / `"synthetic:salient"` (`"synthetic"` is
     camouflage), a folder (`images/` + `masks/`), or an object with `load(index)` (returned as is).
 
-    `"synthetic:camouflage-texture"` is camouflage with a learnable cue: the object's texture is twice as fine as
-    the background's (`CamouflageScenes(texture_scale=2)`, see its doc); `"synthetic:camouflage"` is the hard
+    `"synthetic:camouflage-texture"` is camouflage with a learnable cue: the object's texture is three times as fine
+    as the background's (`CamouflageScenes(texture_scale=3)`, see its doc); `"synthetic:camouflage"` is the hard
     variant, where only the feathered edge and a small colour jitter differ. `scene_options` go to the scene set."""
     if callable(getattr(data, "load", None)) and hasattr(data, "__len__"):
         return data
