@@ -27,7 +27,7 @@ CASES: dict[str, tuple[dict, dict, float]] = {
         1e-3,
     ),
     "sam_adapter": ({}, {"num_items": 10, "val_fraction": 0.2}, 1e-3),
-    "mv_adapter": ({}, {"num_items": 8, "num_views": 2, "resolutions": "16"}, 1e-3),
+    "mv_adapter": ({"use_ref": True}, {"num_items": 8, "num_views": 2, "resolutions": "16"}, 1e-3),  # random refs
     "i2v_adapter": ({}, {"num_items": 8, "num_frames": 8, "resolutions": "16"}, 1e-3),
 }
 STEPS = 3

@@ -407,7 +407,8 @@ def test_training_recipe_shares_timesteps_per_object_and_trains_only_the_adapter
 
     pipe = copy.deepcopy(tiny_pipe)
     config = MVAdapterConfig(num_views=3, use_ref=True, condition_channels=6, condition_downscale_factor=2)
-    recipe = MVAdapterRecipe(pipe, config, MultiViewSource(4, num_views=3), "16", 2, adapter_name="mv")
+    source = MultiViewSource(4, num_views=3, reference_views=2)  # separately rendered references (official)
+    recipe = MVAdapterRecipe(pipe, config, source, "16", 2, adapter_name="mv")
     names = {n for n, p in pipe.unet.named_parameters() if p.requires_grad}
     assert names and all(("_mv." in n or "_ref." in n or "cond_encoder" in n) for n in names)
     assert {id(p) for p in recipe.trainable_parameters()} == {id(p) for p in pipe.unet.parameters() if p.requires_grad}

@@ -61,7 +61,9 @@ def add_training_arguments(
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--lr", type=float, default=lr, help="peak AdamW learning rate")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps")
+    p.add_argument(
+        "--warmup-steps", type=int, default=None, help="linear learning-rate warm-up steps (default: the recipe's)"
+    )
     p.add_argument("--set", action="append", default=[], help=f"{config} field KEY=VALUE; repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -82,7 +84,7 @@ def run_training(method: str, args: argparse.Namespace, *recipe_options: str, ov
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.lr,
-        lr_warmup_steps=args.warmup_steps,
+        **({} if args.warmup_steps is None else {"lr_warmup_steps": args.warmup_steps}),
         config_overrides={**parse_sets(args.set), **(overrides or {})},
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,

@@ -18,6 +18,7 @@ AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
 def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """Train briefly, then per object: ground-truth renders | base (views independent) | with MV-Adapter."""
     import vadapters
+    from vadapters.core.schedules import ShiftSNRScheduler
     from vadapters.methods.mv_adapter.consistency import occupied_row_fraction, row_occupancy_iou
     from vadapters.pipelines import load_pipeline, save_image, side_by_side, to_uint8
     from vadapters.pipelines.multiview import MultiViewPipeline
@@ -27,12 +28,15 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
     steps, size = (40, 16) if quick else (600, 16)
     views = len(AZIMUTHS)
     base = load_pipeline(None)
+    # The official recipe (shifted-SNR noise, Min-SNR, weight decay), its 2,000-step warm-up scaled to this short run
     run = {"steps": steps, "checkpoint_every": steps, "batch_size": 2, "learning_rate": 1e-3, "seed": 0}
+    run["lr_warmup_steps"] = steps // 10
     data = {"num_items": 64, "num_views": views, "resolutions": str(size)}
     summary = train_adapter("mv_adapter", base=base, output_dir=os.path.join(out, "mv_adapter"), **run, **data)
-    pipe = MultiViewPipeline(
-        **{k: v for k, v in base.components.items() if k != "image_encoder"}, requires_safety_checker=False
-    )
+    components = {k: v for k, v in base.components.items() if k != "image_encoder"}
+    # each arm samples with the schedule it was trained on: the adapter the shifted one, the base its own
+    schedulers = {"base": base.scheduler, "mv_adapter": ShiftSNRScheduler.from_scheduler(base.scheduler, 8.0)}
+    pipe = MultiViewPipeline(**components, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     data = MultiViewSource(64, seed=0, num_views=views)
     rows, scores = [], {"ground_truth": [], "base": [], "mv_adapter": []}
@@ -45,6 +49,7 @@ def section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
         occupied["ground_truth"].append(occupied_row_fraction(truth))
         for key, ctx in (("base", vadapters.disabled(pipe)), ("mv_adapter", contextlib.nullcontext())):
             generator = torch.Generator().manual_seed(index)
+            pipe.scheduler = schedulers[key]
             with ctx:
                 images = pipe(
                     item["caption"], azimuths=AZIMUTHS, height=size, width=size, num_inference_steps=10,

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vadapters.core import hosts, inject, save_pretrained
@@ -38,6 +37,7 @@ from vadapters.core.shards import BatchShard
 from vadapters.errors import BadInputError
 from vadapters.train.buckets import parse_resolutions
 from vadapters.train.data import BucketedDataset, collate_image_caption, make_source
+from vadapters.train.weighting import check_snr_gamma, denoising_mse, training_scheduler
 
 __all__ = [
     "DiffusionAdapterRecipe",
@@ -92,6 +92,10 @@ class DiffusionAdapterRecipe:
         validation_kwargs (`dict`, optional): extra pipeline arguments for validation (default:
             `num_inference_steps=10`).
         seed (`int`): seed of the adapter initialisation, the noise/timestep generator and validation.
+        snr_gamma (`float`, optional): Min-SNR-gamma loss weighting (`vadapters.train.weighting`); None: plain MSE.
+        noise_shift (`float`, optional): draw the training noise from the shifted-SNR schedule with this scale
+            (`noise_shift_mode` `"interpolated"` or `"shifted"`); None: the pipeline's own schedule. Sample an adapter
+            trained this way with the same shift (`vadapters.core.schedules.ShiftSNRScheduler`).
 
     Subclasses for one method (a view-set or clip recipe) set `config_cls`; other configs are refused.
     """
@@ -112,9 +116,10 @@ class DiffusionAdapterRecipe:
         validation_kwargs: dict[str, Any] | None = None,
         seed: int = 0,
         train_text_encoder: bool = True,
+        snr_gamma: float | None = None,
+        noise_shift: float | None = None,
+        noise_shift_mode: str = "interpolated",
     ) -> None:
-        from diffusers import DDPMScheduler
-
         missing = [
             n for n in ("unet", "vae", "tokenizer", "text_encoder", "scheduler") if getattr(pipe, n, None) is None
         ]
@@ -168,7 +173,11 @@ class DiffusionAdapterRecipe:
         self.config = config
         self.source, self.batch_size, self.caption_dropout = data_source, batch_size, float(caption_dropout)
         self.collate = collate_image_caption
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.snr_gamma = check_snr_gamma(snr_gamma)
+        if noise_shift is not None and not (isinstance(noise_shift, (int, float)) and noise_shift > 0):
+            raise BadInputError(f"noise_shift must be None or a positive number, got {noise_shift!r}")
+        self.noise_shift, self.noise_shift_mode = noise_shift, noise_shift_mode
+        self.noise_scheduler = training_scheduler(pipe.scheduler.config, noise_shift, noise_shift_mode)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise BadInputError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config")
@@ -289,6 +298,10 @@ class DiffusionAdapterRecipe:
             return noisy, self.noise_scheduler.get_velocity(latents, noise, timesteps)
         return noisy, latents
 
+    def denoising_loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """MSE of `prediction` on `target` (one timestep per sample along dim 0), Min-SNR weighted with `snr_gamma`."""
+        return denoising_mse(prediction, target, timesteps, self.noise_scheduler, self.snr_gamma, self.prediction_type)
+
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
         """MSE between the UNet output and the scheduler's target on one batch (plus the method's extra loss)."""
         if self.method_hooks is not None:
@@ -298,7 +311,7 @@ class DiffusionAdapterRecipe:
         timesteps = timesteps.to(latents.device)
         noisy, target = self.noisy_and_target(latents, noise, timesteps)
         prediction = self._unet(noisy, timesteps, **cond, return_dict=False)[0]
-        loss = F.mse_loss(prediction.float(), target.float())
+        loss = self.denoising_loss(prediction, target, timesteps)
         extra = self.method_hooks.extra_loss(step) if self.method_hooks is not None else None
         return loss if extra is None else loss + extra
 
@@ -369,16 +382,20 @@ def build_diffusion_recipe(
     validation_prompts: list[str] | None = None,
     validation_resolutions: Any = None,
     validation_kwargs: dict[str, Any] | None = None,
+    snr_gamma: float | None = None,
+    noise_shift: float | None = None,
 ) -> DiffusionAdapterRecipe:
     """The recipe of a UNet adapter (`method`) from `inputs` (a `vadapters.train.recipes.RecipeInputs`): its base
     as `load_training_pipeline` reads it, its data `"synthetic"` disc scenes by default, a folder of images with
-    captions, or a source object."""
+    captions, or a source object. `snr_gamma` / `noise_shift`: Min-SNR weighting and shifted-SNR training noise
+    (off by default; see `DiffusionAdapterRecipe`)."""
     config = get_method(method).config_cls.from_overrides(inputs.config_overrides)
     pipe, _ = load_training_pipeline(inputs.base)  # inject records its base name in the adapter
     data = "synthetic" if inputs.data is None else inputs.data
     source = make_source(data, num_items=num_items, seed=inputs.seed)
     validation = {"prompts": validation_prompts, "resolutions": validation_resolutions, "kwargs": validation_kwargs}
     options = {"caption_dropout": caption_dropout, **{f"validation_{k}": v for k, v in validation.items()}}
+    options.update(snr_gamma=snr_gamma, noise_shift=noise_shift)
     return DiffusionAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, **options)
 
 

@@ -42,13 +42,33 @@ def occupancy(images: torch.Tensor, background: float | str = 0.5, threshold: fl
     return (images.float() - background).abs().amax(dim=1) > threshold
 
 
-def row_occupancy_iou(images: torch.Tensor, background: float | str = 0.5, threshold: float = 0.15) -> float:
-    """Mean pairwise IoU over views of the per-row occupancy vectors (rows holding any object pixel)."""
+def row_occupancy_iou(
+    images: torch.Tensor, background: float | str = 0.5, threshold: float = 0.15, strict: bool = False
+) -> float:
+    """Mean pairwise IoU over views of the per-row occupancy vectors (rows holding any object pixel).
+
+    Lenient (default): two views without object pixels agree (1.0), and so do two views "occupied" in every row
+    (noise, a full-frame scene). `strict=True` scores what is not one object on empty ground as a missing object: a
+    view with no occupied row or with every row occupied has none, and a pair missing an object scores 0, so blank
+    or saturated view sets cannot look consistent.
+
+    Example:
+        >>> blank = torch.full((2, 3, 4, 4), 0.5)
+        >>> row_occupancy_iou(blank), row_occupancy_iou(blank, strict=True)
+        (1.0, 0.0)
+    """
     rows = occupancy(images, background, threshold).any(dim=2)  # [V, H]
+    if strict:
+        rows = rows & ~rows.all(dim=1, keepdim=True)  # a saturated view shows no object
     scores = []
     for a, b in itertools.combinations(range(rows.shape[0]), 2):
         union = (rows[a] | rows[b]).sum().item()
-        scores.append(1.0 if union == 0 else (rows[a] & rows[b]).sum().item() / union)
+        if union == 0:
+            scores.append(0.0 if strict else 1.0)
+        elif strict and not (rows[a].any() and rows[b].any()):
+            scores.append(0.0)
+        else:
+            scores.append((rows[a] & rows[b]).sum().item() / union)
     return float(sum(scores) / len(scores)) if scores else 1.0
 
 

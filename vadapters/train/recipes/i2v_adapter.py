@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vadapters.errors import BadInputError
 from vadapters.methods.i2v_adapter.config import I2VAdapterConfig
@@ -209,7 +208,7 @@ class I2VAdapterRecipe(DiffusionAdapterRecipe):
         noisy, target = self.noisy_and_target(latents, noise, timesteps)
         noisy[:, :, 0] = latents[:, :, 0]  # the first frame stays clean
         prediction = self._unet(noisy, timesteps, **cond, return_dict=False)[0]
-        return F.mse_loss(prediction[:, :, 1:].float(), target[:, :, 1:].float())  # loss masked on frame 0
+        return self.denoising_loss(prediction[:, :, 1:], target[:, :, 1:], timesteps)  # loss masked on frame 0
 
     def validate(self, step: int, output_dir: str) -> list[str]:
         """One video per validation clip (its real first frame, fixed seed) as rows of frames in a PNG."""
@@ -246,6 +245,8 @@ def build(
     num_frames: int = 8,
     resolutions: Any = "16",
     caption_dropout: float = 0.1,
+    snr_gamma: float | None = None,
+    noise_shift: float | None = None,
 ) -> I2VAdapterRecipe:
     """An I2V-Adapter recipe.
 
@@ -254,6 +255,8 @@ def build(
             (see `vadapters.pipelines.image2video.load_video_pipeline`).
         inputs.data: `"synthetic"` (motion clips, the default), a folder of clips (`ClipFolder`) or a source object.
         num_items, num_frames: synthetic clips and frames per clip.
+        snr_gamma, noise_shift: Min-SNR weighting and shifted-SNR training noise (off: the official repository has
+            no training code to follow; see `DiffusionAdapterRecipe`).
     """
     from vadapters.pipelines.image2video import load_video_pipeline
 
@@ -261,7 +264,8 @@ def build(
     pipe = load_video_pipeline(inputs.base)  # inject records its base name in the adapter
     data = "synthetic" if inputs.data is None else inputs.data
     source = make_clip_source(data, num_items=num_items, seed=inputs.seed, num_frames=num_frames)
-    return I2VAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, caption_dropout=caption_dropout)
+    options = {"caption_dropout": caption_dropout, "snr_gamma": snr_gamma, "noise_shift": noise_shift}
+    return I2VAdapterRecipe.from_inputs(pipe, config, source, resolutions, inputs, **options)
 
 
 register_recipe("i2v_adapter", build, learning_rate=1e-4, batch_size=2)
