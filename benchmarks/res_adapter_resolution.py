@@ -222,6 +222,8 @@ def markdown(name: str, r: dict) -> str:
         lines.append(f"| {lr} | " + " | ".join(cells) + f" | {pct(row['mean_off_base'])} | {loss} |")
     base_val = r["sweep"]["base"]
     lines.append("| base | " + " | ".join(pct(base_val[s]["both"]) for s in r["sweep"]["sizes"]) + " | | |")
+    if r["sweep"]["chosen"] in (min(st["lr_grid"]), max(st["lr_grid"])) and len(st["lr_grid"]) > 1:
+        lines += ["", "The chosen rate is at the edge of the grid: a wider grid could move it."]
     lines += [
         "",
         "## Test: judge accuracy and object counts by size (mean +- std over seeds, %)",
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     q = args.quick
     args.train_steps = args.train_steps or (4 if q else 1000)
-    args.lr_grid = args.lr_grid or ([1e-3, 3e-3] if q else [1e-4, 3e-4, 1e-3, 3e-3])
+    args.lr_grid = sorted(args.lr_grid or ([1e-3, 3e-3] if q else [3e-4, 1e-3, 3e-3, 1e-2]))
     args.guidance = args.guidance or ([3.0] if q else [1.0, 3.0, 5.0, 7.5])
     args.seeds = args.seeds or (1 if q else 3)
     args.n = args.n or (4 if q else 128)
