@@ -19,16 +19,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _perf_timing import reset_peak  # noqa: E402 (sibling module: VmHWM reset, one implementation)
 from _sara_common import Denoising, build_variant, train_step  # noqa: E402 (sibling module)
-
-
-def _hwm_reset() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _proc_kb(field: str) -> int:
@@ -142,7 +134,7 @@ def memory_child(variant: str, payload: str, batch_size: int) -> None:
     gc.collect()  # the selection's transient copies are set-up, not training: drop them from the peak
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    reset = _hwm_reset()
+    reset = reset_peak()
     generator = torch.Generator().manual_seed(7)
     steps = max(3, args.cost_rounds)
     for step in range(steps):
