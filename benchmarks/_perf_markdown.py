@@ -41,10 +41,10 @@ def _s(stats: dict[str, float]) -> str:
     return f"{stats['median']:.4g} [{stats['q1']:.4g}-{stats['q3']:.4g}]"
 
 
-def _gates(result: dict[str, Any]) -> list[str]:
-    lines = ["## Gates", "", "| gate | host | measured (CPU) | paired CPU [q1-q3] | wall | limit | repeats | met |",
+def _gate_table(gates: list[dict[str, Any]]) -> list[str]:
+    lines = ["| gate | host | measured (CPU) | paired CPU [q1-q3] | wall | limit | repeats | met |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for g in result["gates"]:
+    for g in gates:
         if g.get("memory_ratio") is not None:
             measured, paired, wall = f"peak x{g['memory_ratio']:.3f}", "-", "-"
         else:
@@ -57,14 +57,38 @@ def _gates(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {g['gate']} | {g['host']} | {measured} | {paired} | {wall} | {limit} | {g['repeats']} | {met} |"
         )
-    for g in result["gates"]:
+    return lines
+
+
+def _gates(result: dict[str, Any]) -> list[str]:
+    host = result["gate_host"]
+    gated = [g for g in result["gates"] if g["host"] == host]
+    lines = ["## Gates", "", *_gate_table(gated)]
+    others = [g for g in result["gates"] if g["host"] != host]
+    if others:
+        lines += ["", "The same comparisons on the tiny hosts, for reference (not the issue's gates: millisecond calls "
+                  "whose Python and memory overheads weigh what the compute does on real sizes):", "",
+                  *_gate_table(others)]  # fmt: skip
+    if result.get("replaced_gates"):
+        lines += ["", "Figures of the first run that a re-run (above) replaced, kept here:", "",
+                  *_gate_table(result["replaced_gates"])]  # fmt: skip
+    for g in gated:
         ops = g.get("operators")
         if ops:
             what = (f"runs exactly the base's operators ({ops['operator_kinds']} kinds of operator and input shape, "
                     "same counts): the same computation, so a time difference is noise or the idle wrappers' Python"
                     if ops["identical"] else "differs from the base's operators: " + "; ".join(ops["differences"]))  # fmt: skip
             lines += ["", f"{g['gate']} ({g['host']}): the fused model {what}."]
-    for g in result["gates"]:
+        extra = g.get("extra_operators")
+        if extra:
+            tops = "; ".join(
+                f"`{e['op']}` {e['shapes']} x{e['extra_calls']}: {e['self_ms']:.0f} ms" for e in extra["top"][:5]
+            )
+            lines += ["", f"{g['gate']} ({g['host']}): the operators the adapted model runs beyond the base's (by name, "
+                      f"input shapes and count) took {extra['extra_ms']:.0f} ms of self CPU time in one profiled call, "
+                      f"against {extra['base_ms']:.0f} ms for all of the base's: an estimated x{extra['estimated_ratio']:.3f}. "
+                      f"Largest: {tops}."]  # fmt: skip
+    for g in gated:
         if "profile" in g:
             lines += ["", f"Profile of the failed gate {g['gate']} ({g['host']}): top operators by self CPU time, "
                       "one call each", "", "| arm | operator | self ms | calls |", "|---|---|---|---|"]  # fmt: skip
@@ -136,5 +160,12 @@ def render(name: str, result: dict[str, Any]) -> str:
         f"Mode {result['mode']}, seed {result['seed']}, threads {result['threads']}, OMP_WAIT_POLICY "
         f"{result['omp_wait_policy']}; gates read on the {result['gate_host']} hosts.\n\n"
     )
+    for u in result.get("updates", []):
+        intro += (
+            f"Sections {', '.join(u['sections'])} re-run by `{u['command']}` (OMP_WAIT_POLICY {u['omp_wait_policy']}, "
+            f"{u['seconds']} s): {u['reason']}\n\n"
+        )
+    for note in result.get("dropped", []):
+        intro += f"Dropped from the first run: {note}.\n\n"
     body = [*_gates(result), "", *_inference(result), *_training(result), *_compile(result), "## Method", "", NOTES]
     return header(name, result) + intro + "\n".join(body) + "\n"

@@ -204,12 +204,14 @@ def spawn(script: str, spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def training(script: str, size: str, repeats: int, steps: int, threads: int, log) -> dict[str, Any]:
-    """Every arm of every host: `repeats` rounds of fresh processes, arms in rotating order."""
+def training(script: str, size: str, repeats: int, steps: int, threads: int, log, only=None) -> dict[str, Any]:
+    """Every arm of every host (or the `HOST/ARM` names in `only`): `repeats` rounds of fresh processes, arms in
+    rotating order."""
     runs: dict[str, list[dict]] = {}
     # real size: the SD 1.5 arms (the SaRA gates); MV / I2V / SAM training steps at real size cost minutes each
     # on 2 CPU cores (SAM ViT-B's is measured by benchmarks/sam_lean_memory.py)
     plan = [(h, a) for h, arms in ARMS.items() for a in arms if size == "tiny" or (h == "sd" and a != "res_adapter")]
+    plan = [(h, a) for h, a in plan if only is None or f"{h}/{a}" in only]
     for round_ in range(repeats):
         shift = round_ % len(plan)
         for host, arm in plan[shift:] + plan[:shift]:

@@ -59,8 +59,8 @@ def profile(call, top: int | None = 10) -> list[dict[str, Any]]:
 
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=top is None) as prof:
         call()
-    if top is None:  # every operator with its input shapes: what the call computes, not how long it took
-        return [{"op": e.key, "shapes": str(e.input_shapes), "calls": e.count}
+    if top is None:  # every operator with its input shapes: what the call computes (and its self time)
+        return [{"op": e.key, "shapes": str(e.input_shapes), "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3}
                 for e in prof.key_averages(group_by_input_shape=True)]  # fmt: skip
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
     return [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in rows]
@@ -74,6 +74,22 @@ def same_operators(fused, base) -> dict[str, Any]:
     differ = sorted(f"{op} {shapes}: {a.get((op, shapes), 0)} vs {b.get((op, shapes), 0)}"
                     for op, shapes in set(a) | set(b) if a.get((op, shapes)) != b.get((op, shapes)))  # fmt: skip
     return {"identical": not differ, "operator_kinds": len(b), "differences": differ[:10]}
+
+
+def extra_operators(arm, base, top: int = 8) -> dict[str, Any]:
+    """The operators an adapted arm runs beyond the base's (by name, input shapes and count) and their self CPU
+    time in one call each: the adapter's own cost, read from one profiled call rather than from two noisy clocks."""
+    a = {(r["op"], r["shapes"]): r for r in _call(arm, None)()}
+    b = {(r["op"], r["shapes"]): r for r in _call(base, None)()}
+    extra = []
+    for key, r in a.items():
+        more = r["calls"] - (b[key]["calls"] if key in b else 0)
+        if more > 0:
+            extra.append({"op": key[0], "shapes": key[1][:120], "extra_calls": more,
+                          "self_ms": r["self_ms"] * more / r["calls"]})  # fmt: skip
+    extra.sort(key=lambda e: e["self_ms"], reverse=True)
+    extra_ms, base_ms = sum(e["self_ms"] for e in extra), sum(r["self_ms"] for r in b.values())
+    return {"extra_ms": extra_ms, "base_ms": base_ms, "estimated_ratio": 1 + extra_ms / base_ms, "top": extra[:top]}
 
 
 def gate_rows(size: str, group: str, arms: dict, timing: dict) -> list[dict[str, Any]]:
@@ -91,6 +107,8 @@ def gate_rows(size: str, group: str, arms: dict, timing: dict) -> list[dict[str,
         if not row["passed"]:
             log(f"  gate failed: {label}: {cpu['ratio']:.3f} > {limit}; profiling")
             row["profile"] = {arm: _call(arms[arm])(), reference: _call(arms[reference])()}
+        if not arm.endswith("_fused") and (size == "real" or not row["passed"]):
+            row["extra_operators"] = extra_operators(arms[arm], arms[reference])
         rows.append(row)
     return rows
 
@@ -175,20 +193,28 @@ def training_gates(size: str, runs: dict[str, list[dict]]) -> list[dict[str, Any
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny hosts only, few repeats")
     parser.add_argument("--sections", default=None, help="comma list of SIZE:GROUP (tiny|real : sd, sdxl, video, "
-                        "sam, tta, train, compile); default: all of the mode")  # fmt: skip
+                        "sam, tta, train; tiny:compile); default: all of the mode")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=None, help="override every inference group's repeats")
     parser.add_argument("--train-repeats", type=int, default=None, help="rounds of training processes per arm")
     parser.add_argument("--train-steps", type=int, default=None, help="timed steps per training process")
+    parser.add_argument("--train-arms", default=None, help="comma list of HOST/ARM training arms (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="real-size threads (default OMP_NUM_THREADS or 2)")
     parser.add_argument("--compile", action="store_true", help="with --quick: also the torch.compile section")
     parser.add_argument("--folder", default="benchmarks/results")
     parser.add_argument("--name", default=None, help="result file stem (default perf, or perf_quick)")
+    parser.add_argument("--update", default=None, metavar="REASON", help="run --sections again and put them into "
+                        "the existing result file (replacing those sections' entries), recording this command and "
+                        "REASON beside the original run's")  # fmt: skip
     parser.add_argument("--train-worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     if args.train_worker:
         from _perf_train import run_worker
 
@@ -207,49 +233,66 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "2"))
     families = ["sd", "sdxl", "video", "sam", "tta"]
     sizes = ["tiny"] if args.quick else ["tiny", "real"]
-    wanted = [f"{s}:{f}" for s in sizes for f in (*families, "train", "compile")]
-    if args.quick and not args.compile:
-        wanted.remove("tiny:compile")
+    wanted = [f"{s}:{f}" for s in sizes for f in (*families, "train")]
+    if not args.quick or args.compile:
+        wanted.append("tiny:compile")  # tiny hosts only: inductor compiles a real-size UNet for many minutes
     if args.sections:
         wanted = [w for w in args.sections.split(",") if w]
+    name = args.name or ("perf_quick" if args.quick else "perf")
     started = time.time()
-    result: dict[str, Any] = {
-        "command": command(),
-        "machine": machine(threads),
-        "seed": SEED,
-        "mode": "quick" if args.quick else "full",
-        "sections": wanted,
-        "threads": {"tiny": 1, "real": threads},
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
-        "inference": {},
-        "training": {},
-        "compile": {},
-        "gates": [],
-    }
+    fresh: dict[str, Any] = {"inference": {}, "training": {}, "compile": {}, "gates": []}
+    arms_filter = set(args.train_arms.split(",")) if args.train_arms else None
     for size in sizes:
         groups = [f for f in families if f"{size}:{f}" in wanted]
         size_threads = 1 if size == "tiny" else threads  # tiny models run fastest on one thread
         if groups:
             log(f"[{size}] inference: {', '.join(groups)}")
-            inference(size, groups, args.repeats or (3 if args.quick else None), size_threads, result)
+            inference(size, groups, args.repeats or (3 if args.quick else None), size_threads, fresh)
         if f"{size}:train" in wanted:
             rounds = args.train_repeats or (1 if args.quick else 2)
             steps = args.train_steps or (2 if args.quick or size == "real" else 5)
             log(f"[{size}] training: {rounds} rounds x {steps} steps")
-            runs = training(os.path.abspath(__file__), size, rounds, steps, size_threads, log)
-            result["training"][size] = runs
-            result["gates"] += training_gates(size, runs)
+            script = os.path.abspath(__file__)
+            fresh["training"][size] = training(script, size, rounds, steps, size_threads, log, arms_filter)
         if f"{size}:compile" in wanted:
             from _perf_compile import compile_section
 
             torch.set_num_threads(1)
             log(f"[{size}] torch.compile")
-            result["compile"][size] = compile_section(args.repeats or (5 if args.quick else 9), log)
-    result["gate_host"] = "tiny" if args.quick else "real"
-    result["seconds"] = round(time.time() - started, 1)
-    name = args.name or ("perf_quick" if args.quick else "perf")
+            fresh["compile"][size] = compile_section(args.repeats or (5 if args.quick else 9), log)
+    record = {"command": command(), "machine": machine(threads), "seed": SEED, "sections": wanted,
+              "threads": {"tiny": 1, "real": threads}, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+              "seconds": round(time.time() - started, 1)}  # fmt: skip
+    if args.update:
+        with open(os.path.join(args.folder, f"{name}.json")) as fh:
+            result = json.load(fh)
+        merge(result, fresh)
+        result.setdefault("updates", []).append({**record, "reason": args.update})
+    else:
+        result = {**record, "mode": "quick" if args.quick else "full", **fresh}
+        result["gate_host"] = "tiny" if args.quick else "real"
+    result["gates"] = [g for g in result["gates"] if not g["group"].startswith("train:")]
+    for size, runs in result["training"].items():
+        result["gates"] += training_gates(size, runs)
     write_report(name, result, render(name, result), folder=args.folder)
     return 0
+
+
+def merge(result: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """Put a re-run's sections into an earlier result: inference groups and their gates replaced, training arms
+    replaced arm by arm (the other arms' processes kept), compile sections replaced."""
+    result["inference"].update(fresh["inference"])
+    redone = {(k.split(":")[0], k.split(":", 1)[1]) for k in fresh["inference"]}
+    replaced = [g for g in result["gates"] if (g["host"], g["group"]) in redone]
+    result.setdefault("replaced_gates", []).extend({k: g[k] for k in g if k != "profile"} for g in replaced)
+    result["gates"] = [g for g in result["gates"] if (g["host"], g["group"]) not in redone] + fresh["gates"]
+    for size, runs in fresh["training"].items():
+        result["training"].setdefault(size, {}).update(runs)
+    result["compile"].update(fresh["compile"])
+    if result["compile"].pop("real", None) is not None:  # compile is a tiny-host section; an older run repeated it
+        result.setdefault("dropped", []).append(
+            "compile/real: the tiny hosts compiled a second time under a 'real' label (warm caches); removed"
+        )
 
 
 if __name__ == "__main__":
