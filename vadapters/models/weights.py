@@ -29,7 +29,7 @@ __all__ = ["MANIFEST_NAME", "default_path", "read_manifest", "record_entry", "sh
 
 def default_path(name: str, verify_hashes: bool = True) -> pathlib.Path:
     """Folder of embedded default `name`, verified against the manifest."""
-    return verify(name) if verify_hashes else weights_dir() / name
+    return verify(name, weights_dir()) if verify_hashes else weights_dir() / name
 
 
 def record_entry(
