@@ -161,9 +161,9 @@ def render(name: str, result: dict[str, Any]) -> str:
         f"{result['omp_wait_policy']}; gates read on the {result['gate_host']} hosts.\n\n"
     )
     for u in result.get("updates", []):
-        intro += (
+        intro += (  # the reason is the command's --update argument
             f"Sections {', '.join(u['sections'])} re-run by `{u['command']}` (OMP_WAIT_POLICY {u['omp_wait_policy']}, "
-            f"{u['seconds']} s): {u['reason']}\n\n"
+            f"{u['seconds']} s); what that run replaced is listed below the gates.\n\n"
         )
     for note in result.get("dropped", []):
         intro += f"Dropped from the first run: {note}.\n\n"
