@@ -31,7 +31,9 @@ def _install(name: str, produced: str, args: argparse.Namespace, seconds: float,
     os.replace(tmp, target)
     record_entry(
         name,
-        command="vadapters " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train-base"] else f"train-base {name}",
+        command="vadapters " + " ".join(sys.argv[1:])
+        if sys.argv[1:2] == ["train-base"]
+        else f"vadapters train-base {name}",
         seed=args.seed,
         train_seconds=seconds,
         metrics=metrics,
