@@ -60,7 +60,8 @@ def train_world_base(args: argparse.Namespace) -> int:
 
         summary = train_tiny_clip(
             out, steps=args.steps or 3000, batch_size=args.batch_size or 256,
-            learning_rate=args.lr if args.lr is not None else 1e-3, seed=args.seed, **items,
+            learning_rate=args.lr if args.lr is not None else 1e-3, seed=args.seed, init=args.init,
+            motion_group=getattr(args, "motion_group", 0), **items,
         )  # fmt: skip
         produced, metrics = out, summary["metrics"]
     elif args.name == "tiny-sd-v2":

@@ -30,7 +30,10 @@ import torch.nn.functional as F
 
 from vadapters.errors import BadInputError
 
-__all__ = ["CaptionedWorld", "caption_probes", "evaluate_clip", "train_tiny_clip", "trail_image"]
+__all__ = [
+    "CaptionedWorld", "caption_probes", "evaluate_clip", "grouped_batches", "motion_key", "train_tiny_clip",
+    "trail_image",
+]  # fmt: skip
 
 CLIP_MIX: dict[str, float] = {"scenes_large": 0.3, "scenes_small": 0.2, "objects": 0.2, "motion": 0.3}
 
@@ -91,13 +94,47 @@ class CaptionedWorld(torch.utils.data.Dataset):
         return self.images[index], self.tokens[index]
 
 
+def motion_key(caption: str) -> str:
+    """A motion caption without its direction word ("a red square moving up-left quickly" -> "a red square /
+    quickly"): clips sharing a key differ only in where they go."""
+    head, _, tail = caption.partition(" moving ")
+    return head + " / " + " ".join(tail.split()[1:])
+
+
+def grouped_batches(dataset: CaptionedWorld, batch_size: int, steps: int, seed: int, group: int) -> torch.Tensor:
+    """`[steps, batch_size]` indices where the batch's motion share (the dataset's) comes in runs of `group` clips
+    sharing `motion_key`, so the contrastive loss can only tell them apart by direction (hard negatives)."""
+    g = torch.Generator().manual_seed(seed)
+    motion_world = list(dataset.counts).index("motion") if "motion" in dataset.counts else -1
+    motion = (dataset.worlds == motion_world).nonzero().flatten()
+    rest = (dataset.worlds != motion_world).nonzero().flatten()
+    keys: dict[str, list[int]] = {}
+    for i in motion.tolist():
+        keys.setdefault(motion_key(dataset.captions[i]), []).append(i)
+    pools = [torch.tensor(v) for v in keys.values() if len(v) >= 2]
+    n_motion = round(batch_size * len(motion) / len(dataset)) if pools else 0
+    out = torch.empty(steps, batch_size, dtype=torch.long)
+    for s in range(steps):
+        picked: list[torch.Tensor] = []
+        while sum(len(p) for p in picked) < n_motion:
+            pool = pools[int(torch.randint(0, len(pools), (1,), generator=g))]
+            take = min(group, len(pool), n_motion - sum(len(p) for p in picked))
+            picked.append(pool[torch.randperm(len(pool), generator=g)[:take]])
+        fill = rest[torch.randint(0, len(rest), (batch_size - n_motion,), generator=g)]
+        out[s] = torch.cat(picked + [fill]) if picked else fill
+    return out
+
+
 class _Loader:
     """What `train_one_epoch` reads of open_clip's `DataInfo`: a dataloader with `num_batches` / `num_samples`."""
 
-    def __init__(self, dataset: CaptionedWorld, batch_size: int, steps: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        order = torch.randint(0, len(dataset), (steps * batch_size,), generator=g)
-        self.batches = order.view(steps, batch_size)
+    def __init__(self, dataset: CaptionedWorld, batch_size: int, steps: int, seed: int, group: int = 0) -> None:
+        if group > 1:
+            self.batches = grouped_batches(dataset, batch_size, steps, seed, group)
+        else:
+            g = torch.Generator().manual_seed(seed)
+            order = torch.randint(0, len(dataset), (steps * batch_size,), generator=g)
+            self.batches = order.view(steps, batch_size)
         self.dataset, self.num_batches, self.num_samples = dataset, steps, steps * batch_size
 
     def __iter__(self):
@@ -127,9 +164,16 @@ def train_tiny_clip(
     num_items: int = 40000,
     steps_per_epoch: int = 250,
     seed: int = 0,
+    init: str | None = None,
+    motion_group: int = 0,
+    mix: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Train tiny-clip (resumable: re-run the same call); writes `output_dir/open_clip_model.safetensors` and
-    `open_clip_config.json`, returns held-out retrieval and caption-probe metrics."""
+    `open_clip_config.json`, returns held-out retrieval and caption-probe metrics.
+
+    `init`: a tiny-clip folder to start from (e.g. `weights/tiny-clip`; fresh optimizer and schedule).
+    `motion_group` > 1: batches carry motion clips in runs of that many sharing colour, shape and speed
+    (`grouped_batches`), so direction words must carry the contrast. `mix`: world shares (default `CLIP_MIX`)."""
     from open_clip import ClipLoss
     from open_clip_train.scheduler import cosine_lr
     from open_clip_train.train import train_one_epoch
@@ -142,8 +186,12 @@ def train_tiny_clip(
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
     model = tiny_clip(seed)
+    if init:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(os.path.join(init, "open_clip_model.safetensors")))
     model.output_dict = True  # what open_clip's train_one_epoch reads
-    data = CaptionedWorld(num_items, seed)
+    data = CaptionedWorld(num_items, seed, mix=mix)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW(
@@ -166,7 +214,7 @@ def train_tiny_clip(
     loss = ClipLoss()
     epochs = -(-steps // steps_per_epoch)
     while epoch < epochs:
-        loader = _Loader(data, batch_size, steps_per_epoch, seed * 100003 + epoch)
+        loader = _Loader(data, batch_size, steps_per_epoch, seed * 100003 + epoch, motion_group)
         train_one_epoch(model, {"train": _DataInfo(loader)}, loss, epoch, optimizer, None, scheduler, None, args)
         epoch += 1
         tmp = state_path + ".tmp"

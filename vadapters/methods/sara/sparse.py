@@ -12,10 +12,9 @@ positions. The module's weight is then `base` with `values` scattered in (`index
   Accelerate / `clip_grad_norm_` / checkpoints see exactly the trainable tensors (upstream's `_parameters`
   replacement broke all of these).
 
-The price: the composed weight is a copy (one per layer, like upstream's scatter into a detached copy), and the
-layer keeps it for its backward, so a training step holds about one extra copy of the weights next to the
-activations; full fine-tuning keeps three (gradients and two Adam moments). For inference, `vadapters.fuse`
-writes the values into the base and the copies disappear.
+The price: the composed weight is a second copy of each targeted weight, kept by the layer for its backward. While
+one adapter trains, `live.LiveWeight` keeps that copy between steps and rewrites only the selected entries (no
+per-forward copy); otherwise `index_put` builds it per call. `vadapters.fuse` writes the values into the base.
 
 Why a parametrisation rather than gradient hooks on the full weights: a hook needs `requires_grad=True` on the
 frozen weights, so DDP allocates and all-reduces full-size gradient buckets for them, and the sparse vectors'
@@ -42,6 +41,7 @@ from torch import nn
 
 from vadapters.core.layers import AdapterLayer
 from vadapters.errors import AdapterStateError, IncompatibleBaseError
+from vadapters.methods.sara.live import LiveWeight
 
 METHOD = "sara"
 PROBE_SIZE = 256
@@ -364,6 +364,12 @@ class SparseDelta(nn.Module):
             with torch.no_grad():
                 self.values.index_put_((self.frozen_pos,), self.frozen_values.to(self.values.dtype))
 
+    def state(self) -> dict[str, tuple]:
+        """What the composed weight depends on besides the base: `key` (this delta, its pinned entries) and
+        `version` (the trainable values' version counter), for `live.LiveWeight.get`."""
+        key = (id(self), self.frozen_pos.data_ptr(), self.frozen_pos.numel(), self.frozen_values._version)
+        return {"key": key, "version": (id(self.values), self.values._version, self.frozen_values._version)}
+
     def extra_repr(self) -> str:
         return f"nnz={self.nnz}, trainable={self.num_trainable}"
 
@@ -389,6 +395,12 @@ class SaRATensor(AdapterLayer):
         self._merge_backup: dict[str, torch.Tensor] = {}
         self.tensor_name = tensor_name
         self.sara_deltas = nn.ModuleDict()
+        self.__dict__["_live"] = LiveWeight()  # the training fast path's composed weight (not state)
+
+    def train(self, mode: bool = True) -> SaRATensor:
+        if not mode:
+            self._live.release()
+        return super().train(mode)
 
     def compose(self, base: torch.Tensor, adapters: list[tuple[str, float]]) -> torch.Tensor:
         if not adapters:
@@ -396,6 +408,8 @@ class SaRATensor(AdapterLayer):
         flat = base.reshape(-1)
         if len(adapters) == 1 and adapters[0][1] == 1.0:
             delta = self.sara_deltas[adapters[0][0]]
+            if delta.values.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return self._live.get(base, delta.indices, delta.effective_values().to(base.dtype), **delta.state())
             return flat.index_put((delta.indices,), delta.effective_values().to(base.dtype)).view(base.shape)
         out = flat
         for name, weight in adapters:
@@ -413,6 +427,7 @@ class SaRATensor(AdapterLayer):
     def merge(self, names: list[str], safe: bool = True) -> None:
         if self.merged_adapters:
             raise AdapterStateError("adapters are already fused; call unfuse() first")
+        self._live.release()
         adapters = [(n, self.adapter_weights.get(n, 1.0)) for n in names if n in self.sara_deltas]
         if not adapters or self.disabled:
             return
@@ -428,6 +443,7 @@ class SaRATensor(AdapterLayer):
         self.merged_adapters = [n for n, _ in adapters]
 
     def unmerge(self) -> None:
+        self._live.release()
         if self._merge_backup:
             with torch.no_grad():
                 self._original().data.view(-1)[self._merge_backup["positions"]] = self._merge_backup["values"]
