@@ -28,7 +28,7 @@ from _perf_timing import proc_kib, reset_peak, trim
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 ARMS = {  # host -> arms
-    "sd": ("full", "lora", "sara", "res_adapter"),
+    "sd": ("full", "lora", "sara", "sara_no_rank", "res_adapter"),
     "multiview": ("mv_adapter",),
     "video": ("i2v_adapter",),
     "sam": ("sam_adapter", "sam_full"),
@@ -61,12 +61,12 @@ def setup_arm(arm: str, model: torch.nn.Module) -> tuple[list, Any]:
         return list(model.parameters()), None
     if arm == "lora":
         return _lora(model), None
-    if arm == "sara":
+    if arm in ("sara", "sara_no_rank"):
         from vadapters.methods.sara import SaRAConfig
         from vadapters.methods.sara.sparse import find_targets
 
         eligible = sum(t.base.numel() for t in find_targets(model, SaRAConfig()))
-        config = SaRAConfig(quantile=lora_count(model) / eligible)
+        config = SaRAConfig(quantile=lora_count(model) / eligible, lambda_rank=0.0 if arm == "sara_no_rank" else 5e-4)
     elif arm == "res_adapter":
         from vadapters.methods.res_adapter import ResAdapterConfig
 
@@ -171,8 +171,10 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
 
         top = profile(one_step, top=15)
+    rank_cost = nuclear_norm_cost(model) if spec["arm"] == "sara" else None
     return {
         **spec,
+        "rank_cost": rank_cost,
         "wall": walls,
         "cpu": cpus,
         "peak_bytes": peak,
@@ -181,6 +183,29 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "optimizer_state": state,
         "profile": top,
     }
+
+
+def nuclear_norm_cost(model: torch.nn.Module) -> dict[str, Any]:
+    """The expected CPU time of SaRA's nuclear-norm term per step (one eligible matrix drawn uniformly, forward and
+    backward): each distinct matrix shape timed once, weighted by how many eligible matrices have it. The timed
+    steps draw their matrices by step number, so their own SVD cost depends on which two were drawn."""
+    from vadapters.methods.sara.regularizers import eligible_matrices, matrix_nuclear_norm
+
+    matrices = eligible_matrices(model, "trained", 64)
+    by_shape: dict[tuple, list] = {}
+    for _, owner, attr, delta in matrices:
+        by_shape.setdefault(tuple(owner.parametrizations[attr].original.shape), []).append((owner, attr, delta))
+    per_shape = {}
+    for shape, items in by_shape.items():
+        owner, attr, delta = items[0]
+        with torch.no_grad():
+            delta.values.add_(1e-3)  # a non-zero update, as after the first steps
+        c0 = time.process_time()
+        matrix_nuclear_norm(owner, attr, delta).backward()
+        per_shape["x".join(map(str, shape))] = {"count": len(items), "cpu_s": time.process_time() - c0}
+        delta.values.grad = None
+    mean = sum(v["count"] * v["cpu_s"] for v in per_shape.values()) / max(1, len(matrices))
+    return {"eligible": len(matrices), "mean_cpu_s": mean, "per_shape": per_shape}
 
 
 # ---------------------------------------------------------------------------------------------------- parent

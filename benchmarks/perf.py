@@ -186,6 +186,16 @@ def training_gates(size: str, runs: dict[str, list[dict]]) -> list[dict[str, Any
                      "reference": "lora", "limit": 1.3, "cpu_ratio": sara_cpu / lora_cpu,
                      "wall_ratio": sara_wall / lora_wall, "passed": sara_cpu / lora_cpu <= 1.3,
                      "wall_passed": sara_wall / lora_wall <= 1.3, "repeats": len(runs.get("sd/sara", []))})  # fmt: skip
+        no_rank = arm("sara_no_rank", "cpu")
+        costs = [r["rank_cost"] for r in runs.get("sd/sara", []) if r.get("rank_cost")]
+        if no_rank is not None:
+            expected = no_rank + statistics.median(c["mean_cpu_s"] for c in costs) if costs else None
+            rows[-1]["decomposition"] = {
+                "no_rank_ratio": no_rank / lora_cpu,
+                "rank_term_mean_cpu_s": expected - no_rank if expected is not None else None,
+                "expected_ratio": expected / lora_cpu if expected is not None else None,
+                "rank_cost": costs[0] if costs else None,
+            }
         if not rows[-1]["passed"]:  # the profiled extra step of each arm's first process
             rows[-1]["profile"] = {
                 a: r["profile"] for a in ("sara", "lora") for r in runs[f"sd/{a}"][:1] if r.get("profile")
