@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from vadapters.errors import BadInputError
 
 __all__ = [
-    "CaptionedWorld", "caption_probes", "evaluate_clip", "grouped_batches", "motion_key", "train_tiny_clip",
+    "CaptionedWorld", "caption_probes", "direction_zero_shot", "evaluate_clip", "grouped_batches", "motion_key", "train_tiny_clip",
     "trail_image",
 ]  # fmt: skip
 
@@ -248,8 +248,29 @@ def evaluate_clip(model: Any, seed: int = 1000, per_world: int = 200) -> dict[st
         i2t = same[sim.argmax(0), torch.arange(per_world)].float().mean()
         out[world] = {"text_to_image_top1": round(float(t2i), 4), "image_to_text_top1": round(float(i2t), 4),
                       "chance": round(1 / per_world, 4)}  # fmt: skip
+    out["motion_direction"] = direction_zero_shot(model, seed + len(CLIP_MIX), per_world)
     out["caption_probes"] = caption_probes(model)
     return out
+
+
+@torch.no_grad()
+def direction_zero_shot(model: Any, seed: int = 1004, count: int = 200) -> dict[str, float]:
+    """Held-out motion trail images classified among their caption's 8 direction variants (colour, shape and speed
+    kept): top-1 accuracy, chance 1/8. Tells whether the image tower reads direction, which retrieval hides."""
+    import open_clip
+
+    from vadapters.synthetic.motion import DIRECTIONS
+
+    images, captions = _render("motion", count, seed, 32)
+    img = F.normalize(model.encode_image(images), dim=-1)
+    correct = 0
+    for i, caption in enumerate(captions):
+        head, _, tail = caption.partition(" moving ")
+        direction, speed = tail.split()[0], " ".join(tail.split()[1:])
+        variants = open_clip.tokenize([f"{head} moving {d} {speed}" for d in DIRECTIONS])
+        txt = F.normalize(model.encode_text(variants), dim=-1)
+        correct += list(DIRECTIONS)[int((txt @ img[i]).argmax())] == direction
+    return {"top1": round(correct / count, 4), "chance": round(1 / len(DIRECTIONS), 4)}
 
 
 @torch.no_grad()
