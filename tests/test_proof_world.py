@@ -182,3 +182,37 @@ def test_object_occupancy_passes_ground_truth_objects_and_fails_scenes_and_noise
     noise = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert object_occupancy_rate(noise)["one_object_on_plain_ground"] == 0.0
     assert object_occupancy_rate(torch.zeros(4, 3, 32, 32))["one_object_on_plain_ground"] == 0.0  # empty ground
+
+
+def test_tiny_sd_v2_init_loads_a_half_precision_unet_strictly(tmp_path):
+    from safetensors.torch import save_file
+
+    from vadapters.errors import CheckpointError
+    from vadapters.models import tiny_unet
+    from vadapters.train.base_world import load_unet_weights, tiny_sd_v2_unet_config
+
+    source = tiny_unet(tiny_sd_v2_unet_config(64), 5)
+    save_file({"unet." + k: v.half().contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "u.st"))
+    target = tiny_unet(tiny_sd_v2_unet_config(64), 6)
+    load_unet_weights(target, str(tmp_path / "u.st"))
+    for (name, a), b in zip(target.state_dict().items(), source.state_dict().values()):
+        assert a.dtype == torch.float32 and torch.equal(a, b.half().float()), name
+    save_file({"conv_in.weight": torch.zeros(1)}, str(tmp_path / "bad.st"))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_unet_weights(target, str(tmp_path / "bad.st"))
+
+
+def test_clip_hard_negative_batches_group_motion_clips_that_differ_only_in_direction():
+    from vadapters.train.base_clip import CaptionedWorld, grouped_batches, motion_key
+
+    assert motion_key("a red square moving up-left quickly") == "a red square / quickly"
+    world = CaptionedWorld(600, seed=0)
+    batches = grouped_batches(world, 32, 4, seed=1, group=4)
+    assert batches.shape == (4, 32)
+    motion_world = list(world.counts).index("motion")
+    for batch in batches:
+        motion = [i for i in batch.tolist() if world.worlds[i] == motion_world]
+        assert len(motion) == round(32 * world.counts["motion"] / len(world))
+        keys = [motion_key(world.captions[i]) for i in motion]
+        # runs of up to 4 share a key: far fewer distinct keys than clips
+        assert len(set(keys)) <= -(-len(keys) // 2)

@@ -360,7 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiny-sd(xl): ShapeScenes option KEY=VALUE (default: 1 large shape)",
     )
     p.add_argument("--num-items", type=int, default=None, help="v2 bases: pre-rendered training items")
-    p.add_argument("--init", default=None, help="tiny-world-vae / tiny-clip: start from this folder's weights")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="tiny-world-vae / tiny-clip: start from this folder's weights; tiny-sd-v2: a UNet .safetensors",
+    )
     p.add_argument("--motion-group", type=int, default=0, help="tiny-clip: motion clips per hard-negative run")
     p.add_argument("--edge-weight", type=float, default=1.0, help="tiny-world-vae: weight of the Sobel L1 term")
     p.add_argument("--vae", default=None, help="tiny-sd-v2: the world VAE (default weights/tiny-world-vae)")

@@ -71,7 +71,7 @@ def train_world_base(args: argparse.Namespace) -> int:
             out, vae=args.vae or "weights/tiny-world-vae", clip=args.clip or "weights/tiny-clip",
             steps=args.steps or 8000, batch_size=args.batch_size or 32,
             learning_rate=args.lr if args.lr is not None else 5e-4, resolution=args.resolution, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, **items,
+            checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, init=args.init, **items,
         )  # fmt: skip
         produced, metrics = summary["pipeline"], {"final_loss": summary["train"].get("final_loss")}
     else:

@@ -153,15 +153,21 @@ def train_tiny_sd_v2(
     seed: int = 0,
     checkpoint_every: int = 250,
     validate_every: int = 0,
+    init: str | None = None,
 ) -> dict[str, Any]:
     """Train tiny-sd v2's UNet (resumable: re-run the same call) under the frozen world VAE and tiny-clip text
-    tower, on `ShapesAndObjects`; the pipeline (DDIM sampling, same betas) is written to `output_dir/pipeline`."""
+    tower, on `ShapesAndObjects`; the pipeline (DDIM sampling, same betas) is written to `output_dir/pipeline`.
+
+    `init`: a UNet `.safetensors` file (the `unet.`-prefixed keys of a checkpoint's `trainable_parameters`, or
+    plain UNet keys, any float dtype) to start from, e.g. an earlier session's partial run (fresh optimizer)."""
     import time
 
     from vadapters.train.base import train_denoiser
 
     start = time.time()
     pipe = tiny_sd_v2_pipeline(*_v2_parts(vae, clip), seed=seed, scheduler="ddpm")
+    if init:
+        load_unet_weights(pipe.unet, init)
     source = ShapesAndObjects(num_items, seed=seed, object_share=object_share)
     summary, _ = train_denoiser(
         pipe, source, output_dir, steps=steps, batch_size=batch_size, resolution=resolution,
@@ -174,6 +180,21 @@ def train_tiny_sd_v2(
         "train": summary,
         "seconds": round(time.time() - start, 1),
     }
+
+
+def load_unet_weights(unet: Any, path: str) -> None:
+    """Load a UNet state (plain or `unet.`-prefixed keys, any float dtype) strictly into `unet`, in its dtype."""
+    from safetensors.torch import load_file
+
+    from vadapters.errors import CheckpointError
+
+    state = load_file(path)
+    state = {k[len("unet.") :] if k.startswith("unet.") else k: v for k, v in state.items()}
+    dtype = next(unet.parameters()).dtype
+    try:
+        unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit the tiny-sd v2 UNet: {exc}") from exc
 
 
 def export_tiny_sd_v2_checkpoint(
