@@ -216,3 +216,22 @@ def test_clip_hard_negative_batches_group_motion_clips_that_differ_only_in_direc
         keys = [motion_key(world.captions[i]) for i in motion]
         # runs of up to 4 share a key: far fewer distinct keys than clips
         assert len(set(keys)) <= -(-len(keys) // 2)
+
+
+def test_world_vae_decoder_only_keeps_the_latent_space(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from vadapters.models import tiny_vae
+    from vadapters.train.base_vae import train_world_vae
+
+    start = tmp_path / "start"
+    tiny_vae(0).save_pretrained(str(start))
+    summary = train_world_vae(
+        str(tmp_path / "run"), steps=2, batch_size=4, num_items=8, resolution=16, init=str(start),
+        decoder_only=True, mix={"scenes_small": 3, "scenes_large": 1}, checkpoint_every=1,
+    )  # fmt: skip
+    before, after = AutoencoderKL.from_pretrained(str(start)), AutoencoderKL.from_pretrained(summary["vae"])
+    for name, a in before.state_dict().items():
+        same = torch.equal(a, after.state_dict()[name])
+        assert same == (not name.startswith(("decoder.", "post_quant_conv."))) or name.endswith("num_batches_tracked")
+    assert summary["counts"] == {"scenes_small": 6, "scenes_large": 2}

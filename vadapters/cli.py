@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tiny-world-vae / tiny-clip: start from this folder's weights; tiny-sd-v2: a UNet .safetensors",
     )
+    p.add_argument("--decoder-only", action="store_true", help="tiny-world-vae: train the decoder alone")
+    p.add_argument("--mix", default=None, help="tiny-world-vae: world shares, e.g. scenes_small=0.6,scenes_large=0.2")
     p.add_argument("--motion-group", type=int, default=0, help="tiny-clip: motion clips per hard-negative run")
     p.add_argument("--edge-weight", type=float, default=1.0, help="tiny-world-vae: weight of the Sobel L1 term")
     p.add_argument("--vae", default=None, help="tiny-sd-v2: the world VAE (default weights/tiny-world-vae)")

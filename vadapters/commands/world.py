@@ -41,6 +41,18 @@ def _install(name: str, produced: str, args: argparse.Namespace, seconds: float,
     return str(target)
 
 
+def _parse_mix(text: str | None) -> dict[str, float] | None:
+    """`scenes_small=0.6,scenes_large=0.2` -> `{"scenes_small": 0.6, "scenes_large": 0.2}` (None when not given)."""
+    if not text:
+        return None
+    from vadapters.errors import BadInputError
+
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError as exc:
+        raise BadInputError(f"--mix takes WORLD=SHARE pairs separated by commas, got {text!r}") from exc
+
+
 def train_world_base(args: argparse.Namespace) -> int:
     """Run one v2 base training from the parsed `train-base` arguments; prints the summary as JSON."""
     out = args.out or os.path.join("outputs", "train-base", args.name)
@@ -52,7 +64,8 @@ def train_world_base(args: argparse.Namespace) -> int:
         summary = train_world_vae(
             out, steps=args.steps or 4000, batch_size=args.batch_size or 64,
             learning_rate=args.lr if args.lr is not None else 5e-4, resolution=args.resolution, seed=args.seed,
-            init=args.init, edge_weight=args.edge_weight, checkpoint_every=args.checkpoint_every, **items,
+            init=args.init, edge_weight=args.edge_weight, checkpoint_every=args.checkpoint_every,
+            decoder_only=getattr(args, "decoder_only", False), mix=_parse_mix(getattr(args, "mix", None)), **items,
         )  # fmt: skip
         produced, metrics = summary["vae"], {"held_out_psnr_db": summary["psnr_db"]}
     elif args.name == "tiny-clip":

@@ -112,22 +112,30 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
 class EdgeAwareVAERecipe(VAERecipe):
     """`VAERecipe` with MSE + `l1_weight` x L1 + `edge_weight` x L1 of the Sobel gradients + KL."""
 
-    def __init__(self, *args: Any, l1_weight: float = 0.5, edge_weight: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, l1_weight: float = 0.5, edge_weight: float = 1.0, decoder_only: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.l1_weight, self.edge_weight = float(l1_weight), float(edge_weight)
+        self.decoder_only = bool(decoder_only)
+        if self.decoder_only:  # the latent space stays exactly as it is: denoisers trained on it stay valid
+            self.model.requires_grad_(False)
+            self.model.decoder.requires_grad_(True)
+            self.model.post_quant_conv.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
         vae = self._vae.module if hasattr(self._vae, "module") else self._vae
         x = batch["pixel_values"].to(next(vae.parameters()).device)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator=self.generator)).sample
+        with torch.set_grad_enabled(not self.decoder_only):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample(generator=self.generator)
+        recon = vae.decode(z).sample
         edges = F.l1_loss(sobel(recon), sobel(x))
-        return (
-            F.mse_loss(recon, x)
-            + self.l1_weight * F.l1_loss(recon, x)
-            + self.edge_weight * edges
-            + self.kl_weight * posterior.kl().mean()
-        )
+        kl = 0.0 if self.decoder_only else self.kl_weight * posterior.kl().mean()
+        return F.mse_loss(recon, x) + self.l1_weight * F.l1_loss(recon, x) + self.edge_weight * edges + kl
 
 
 @torch.no_grad()
@@ -168,11 +176,14 @@ def train_world_vae(
     init: str | None = None,
     edge_weight: float = 1.0,
     checkpoint_every: int = 250,
+    decoder_only: bool = False,
+    mix: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Train the proof world's VAE (resumable: re-run the same call); returns a summary with held-out PSNR per world.
 
     `init` starts from an `AutoencoderKL` folder (e.g. tiny-sd v1's `vae/`) instead of the tiny config's random
-    weights. The trained VAE is written to `output_dir/vae`.
+    weights. `decoder_only` trains the decoder alone (the encoder, hence the latents a UNet learned, unchanged).
+    `mix`: world shares of the training images (default `WORLD_MIX`). The VAE is written to `output_dir/vae`.
     """
     import time
 
@@ -185,8 +196,9 @@ def train_world_vae(
         raise BadInputError("steps, batch_size and num_items must be positive")
     start = time.time()
     vae = AutoencoderKL.from_pretrained(init) if init else tiny_vae(seed)
-    source = WorldImages(num_items, seed, resolution, cache=os.path.join(output_dir, "world_images.pt"))
-    recipe = EdgeAwareVAERecipe(vae, source, resolution, batch_size, seed, edge_weight=edge_weight)
+    source = WorldImages(num_items, seed, resolution, mix=mix, cache=os.path.join(output_dir, "world_images.pt"))
+    recipe = EdgeAwareVAERecipe(vae, source, resolution, batch_size, seed, edge_weight=edge_weight,
+                                decoder_only=decoder_only)  # fmt: skip
     args = TrainingArguments(
         output_dir=output_dir, max_steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
         checkpoint_every=checkpoint_every, lr_scheduler="cosine", lr_warmup_steps=min(100, steps // 10),
