@@ -9,9 +9,10 @@ Variants (`vadapters.synthetic.segmentation`):
 - `camouflage`: `synthetic:camouflage`, BCE + IoU: the hard variant (same texture, feathered edge, 4 % colour jitter).
 
 Protocol, the same for every arm:
-1. Learning rate: a sweep over 3 values per arm (`LRS`, or `--lrs` for every arm) at seed 0; each run is scored on its validation split (10 % of its own
-   training scenes, never the test set) and the arm keeps the lr with the best validation S (ties within 0.001: the
-   lower BER).
+1. Learning rate: a sweep over 3 values per arm (`LRS`, or `--lrs` for every arm) on the first `--sweep-seeds`
+   seeds (default 1: seed 0); each run is scored on its validation split (10 % of its own training scenes, never the
+   test set) and the arm keeps the lr with the best mean validation S (ties within 0.001: the lower BER). With
+   `--sweep-seeds 3` an lr that collapses on one seed loses to a stable one.
 2. Seeds 0, 1, 2 at each arm's chosen lr (seed 0 is the sweep's run); each seed draws its own training scenes
    (`train_adapter(seed=100 + s)`), its adapter init and its batch order.
 3. Test: one fixed set (seed 999, `--test-items` scenes), prompt-free, scored by `vadapters.methods.sam_adapter.train
@@ -173,11 +174,19 @@ def run_one(base, variant: str, arm: str, lr: float, seed: int, args, test, cach
     return result
 
 
+def mean_validation(runs: list[dict]) -> dict[str, float]:
+    """Validation metrics averaged over the sweep's seeds (one run: its own)."""
+    return {k: sum(r["validation"][k] for r in runs) / len(runs) for k in runs[0]["validation"]}
+
+
 def choose_lr(sweep: dict[float, dict]) -> float:
-    """The lr with the best validation S; within 0.001 of it, the lowest validation BER."""
-    best = max(r["validation"]["S"] for r in sweep.values())
-    close = [lr for lr, r in sweep.items() if r["validation"]["S"] >= best - 1e-3]
-    return min(close, key=lambda lr: sweep[lr]["validation"]["BER"])
+    """The lr with the best validation S; within 0.001 of it, the lowest validation BER. `sweep` maps lr to one
+    run, or to a list of runs (the sweep's seeds: their mean validation decides, so an lr that is good on one
+    seed and collapses on another is not chosen)."""
+    val = {lr: mean_validation(r if isinstance(r, list) else [r]) for lr, r in sweep.items()}
+    best = max(v["S"] for v in val.values())
+    close = [lr for lr, v in val.items() if v["S"] >= best - 1e-3]
+    return min(close, key=lambda lr: val[lr]["BER"])
 
 
 def summarise(runs: list[dict], base_total: int) -> dict:
@@ -215,7 +224,8 @@ def markdown(report: dict) -> str:
         *([report["note"], ""] if report.get("note") else []),
         f"Base: embedded `weights/tiny-sam` (frozen). {s['steps']} steps per run, batch {s['batch_size']}, "
         f"{s['num_items']} training scenes per seed (10 % held out for validation), AdamW + cosine. Learning rate "
-        f"chosen per arm on the validation split at seed 0 (sweep below); then seeds {s['seeds']} at that lr. "
+        f"chosen per arm on the validation split, mean over seeds {list(range(s.get('sweep_seeds', 1)))} "
+        f"(sweep below); then seeds {s['seeds']} at that lr. "
         f"Test: {s['test_items']} scenes (seed 999), prompt-free, the same scoring for every arm. Mean +- sample std.",
         "",
     ]
@@ -243,7 +253,7 @@ def markdown(report: dict) -> str:
         if v["sweep"]:
             lines += [
                 "",
-                "Learning-rate sweep (seed 0, validation split):",
+                f"Learning-rate sweep (validation split, mean over {report['settings'].get('sweep_seeds', 1)} seed(s)):",
                 "",
                 "| arm | lr: validation S / BER % | chosen | test S / BER % per seed at the chosen lr |",
                 "|---|---|---|---|",
@@ -295,6 +305,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--lrs", nargs="+", type=float, default=None, help="one sweep for every arm (default: LRS)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sweep-seeds", type=int, default=1, help="seeds each lr of the sweep runs on; the mean "
+                        "validation over them chooses (1: seed 0 alone)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--num-items", type=int, default=600)
     parser.add_argument("--test-items", type=int, default=200)
@@ -329,6 +341,7 @@ def main() -> None:
         "variants": {},
     }
     report["settings"]["seeds"] = list(range(args.seeds))
+    report["settings"]["sweep_seeds"] = max(1, min(args.sweep_seeds, args.seeds))
     report["settings"]["lrs"] = {arm: list(args.lrs or LRS[arm]) for arm in args.arms}
     seconds = 0.0
     for variant in scene_sets(args.variants, args.texture_scales):
@@ -339,17 +352,22 @@ def main() -> None:
         sweeps = {}
         missing, extra = [], {}
         for arm in args.arms:
-            sweep = {lr: run_one(base, variant, arm, lr, 0, args, test) for lr in args.lrs or LRS[arm]}
-            if None in sweep.values():  # --report-only: this arm's sweep is not complete
+            k_seeds = max(1, min(args.sweep_seeds, args.seeds))
+            grid = {
+                lr: [run_one(base, variant, arm, lr, s, args, test) for s in range(k_seeds)]
+                for lr in args.lrs or LRS[arm]
+            }
+            if any(None in runs for runs in grid.values()):  # --report-only: this arm's sweep is not complete
                 missing.append(arm)
                 continue
-            sweeps[arm] = {f"{k:g}": r["validation"] for k, r in sweep.items()}
-            lr = choose_lr(sweep)
+            sweep = {lr: runs[0] for lr, runs in grid.items()}
+            sweeps[arm] = {f"{k:g}": mean_validation(runs) for k, runs in grid.items()}
+            lr = choose_lr(grid)
             runs = [sweep[lr]] + [run_one(base, variant, arm, lr, s, args, test) for s in range(1, args.seeds)]
             if None in runs:
                 missing.append(f"{arm} seeds 1-{args.seeds - 1}")
                 continue
-            seconds += sum(r["seconds"] for r in [*sweep.values(), *runs[1:]])
+            seconds += sum(r["seconds"] for r in [*(x for rs in grid.values() for x in rs), *runs[k_seeds:]])
             rows[arm] = {"lr": lr, **summarise(runs, base_total), "runs": runs}
             for other in sweep:  # another lr of the sweep run on every seed too: shown apart, never gated
                 more = [sweep[other]] + [
