@@ -247,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: every landed method, written as index.html + metrics.json."""
     from vadapters.demo import run_demo
 
-    metrics = run_demo(args.out, quick=args.quick, only=args.only)
+    metrics = run_demo(args.out, quick=args.quick, only=args.only, train=getattr(args, "train", False))
     print(f"wrote {os.path.join(args.out, 'index.html')} and metrics.json in {metrics['seconds']} s")
     return 0
 
@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--quick", action="store_true", help="short training runs (under 3 minutes on 2 CPU cores)")
     p.add_argument("--only", action="append", help="run only this section (repeatable), e.g. res_adapter")
+    p.add_argument("--train", action="store_true", help="train live where a section would load a shipped adapter")
     p.set_defaults(func=cmd_demo)
 
     for module in command_modules():

@@ -21,20 +21,32 @@ def _defaults_status() -> dict[str, Any]:
     return {name: entry.get("metrics", {}) for name, entry in read_manifest()["entries"].items()}
 
 
-def run_demo(out: str = "outputs/demo", quick: bool = True, only: list[str] | None = None) -> dict[str, Any]:
-    """Run every section (or those named in `only`); write `out/index.html` and `out/metrics.json`."""
+def run_demo(
+    out: str = "outputs/demo", quick: bool = True, only: list[str] | None = None, train: bool = False
+) -> dict[str, Any]:
+    """Run every section (or those named in `only`); write `out/index.html` and `out/metrics.json`.
+
+    Sections that ship trained adapters show those unless `train` (then they train live, as the others do)."""
+    import inspect
+
     from vadapters.demos import section_modules
 
     os.makedirs(out, exist_ok=True)
     start = time.time()
     sections: list[tuple[str, list[tuple[str, str]]]] = []
-    metrics: dict[str, Any] = {"quick": quick, "embedded_defaults": _defaults_status(), "section_seconds": {}}
+    metrics: dict[str, Any] = {
+        "quick": quick,
+        "train": train,
+        "embedded_defaults": _defaults_status(),
+        "section_seconds": {},
+    }
     for module in section_modules():
         key = module.__name__.rsplit(".", 1)[-1]
         if only and key not in only:
             continue
         t0 = time.time()
-        items, section_metrics = module.section(out, quick)
+        kwargs = {"train": train} if "train" in inspect.signature(module.section).parameters else {}
+        items, section_metrics = module.section(out, quick, **kwargs)
         metrics["section_seconds"][key] = round(time.time() - t0, 1)
         if section_metrics:
             metrics[key] = section_metrics
