@@ -2,7 +2,7 @@
 
 The plain parametrisation (`SaRATensor.compose`) builds `base.index_put(indices, values)` out of place on every
 forward: a full copy of each targeted weight per call (the `aten::copy_` rows of `benchmarks/results/perf.md`'s
-SaRA profile). While training one adapter at weight 1, `live_weight` instead keeps that composed tensor between
+SaRA profile). While training one adapter at weight 1, `LiveWeight.get` instead keeps that composed tensor between
 calls and writes only the `nnz` selected entries into it, and only after `values` changed (an optimizer step bumps
 the parameter's version counter). Autograd is the same as `index_put`'s: `values` receives
 `grad.flatten()[indices]`.
