@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -235,3 +237,36 @@ def test_world_vae_decoder_only_keeps_the_latent_space(tmp_path):
         same = torch.equal(a, after.state_dict()[name])
         assert same == (not name.startswith(("decoder.", "post_quant_conv."))) or name.endswith("num_batches_tracked")
     assert summary["counts"] == {"scenes_small": 6, "scenes_large": 2}
+    # the saved VAE carries the calibrated latent scale, not Stable Diffusion's constant
+    assert after.config.scaling_factor == summary["scaling_factor"] != 0.18215
+
+
+def test_latent_scaling_factor_gives_unit_variance_latents():
+    from vadapters.models import tiny_vae
+    from vadapters.train.base_vae import latent_scaling_factor, render_world
+
+    vae = tiny_vae(0).eval()
+    images = render_world("scenes_small", 64, 5, 16)
+    factor = latent_scaling_factor(vae, images)
+    with torch.no_grad():
+        latents = vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(1)) * factor
+    assert abs(float(latents.std()) - 1.0) < 0.05
+    with torch.no_grad():  # posterior means and stds 4x larger (log-variance + log 16): the factor divides by 4
+        half = vae.quant_conv.out_channels // 2
+        vae.quant_conv.weight[:half].mul_(4.0)
+        vae.quant_conv.bias[:half].mul_(4.0)
+        vae.quant_conv.bias[half:].add_(math.log(16.0))
+    assert latent_scaling_factor(vae, images) == pytest.approx(factor / 4, rel=1e-3)
+
+
+def test_shipped_world_vae_latents_have_unit_variance_under_its_scaling_factor():
+    """tiny-sd v2 noises `latents * scaling_factor`; the schedule assumes unit variance there (LDM, SD)."""
+    from diffusers import AutoencoderKL
+
+    from vadapters.train.base_vae import WORLD_MIX, render_world
+
+    vae = AutoencoderKL.from_pretrained("weights/tiny-world-vae").eval()
+    images = torch.cat([render_world(w, 32, 77, 32) for w in WORLD_MIX])
+    with torch.no_grad():
+        latents = vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(0))
+    assert 0.85 < float(latents.std()) * vae.config.scaling_factor < 1.15
