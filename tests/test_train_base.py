@@ -21,3 +21,8 @@ def test_train_base_tiny_sd_smoke_and_resume(tmp_path, capsys):
     pipe = load_pipeline(summary["pipeline"])
     image = pipe("a red star", height=16, width=16, num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 16, 16, 3)
+    # calibrated between the stages (unit-variance latents), and export_tiny_sd_checkpoint's VAE agrees
+    from diffusers import AutoencoderKL
+
+    stage1 = AutoencoderKL.from_pretrained(str(tmp_path / "stage1-vae" / "vae"))
+    assert pipe.vae.config.scaling_factor == stage1.config.scaling_factor != 0.18215

@@ -92,6 +92,33 @@ def vae_psnr(vae: nn.Module, source: Any, resolution: int, n: int = 64) -> float
     return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
 
 
+@torch.no_grad()
+def latent_scaling_factor(vae: Any, images: torch.Tensor, batch_size: int = 256, seed: int = 0) -> float:
+    """`1 / std` of the VAE's posterior samples over `images` (in [-1, 1]), rounded to 5 significant digits.
+
+    Latent diffusion rescales the latents to unit variance before noising them (Rombach et al. 2022, section 4.3.2
+    and appendix G: "we rescale the latents by the component-wise standard deviation" estimated on a batch of
+    training data); Stable Diffusion's 0.18215 is this number for its own VAE. A VAE trained here has latents of about
+    unit std, so keeping SD's constant would noise signal of std 0.19 with unit noise: every timestep 28x noisier
+    than the schedule intends, and the global layout (which shape) buried from the first steps.
+
+    Example:
+        >>> from vadapters.models import tiny_vae
+        >>> factor = latent_scaling_factor(tiny_vae(0), torch.rand(8, 3, 16, 16) * 2 - 1)
+        >>> factor > 0
+        True
+    """
+    vae.eval()
+    generator = torch.Generator().manual_seed(seed)
+    samples = [
+        vae.encode(images[i : i + batch_size]).latent_dist.sample(generator) for i in range(0, len(images), batch_size)
+    ]
+    std = float(torch.cat(samples).float().std())
+    if not std > 0:
+        raise BadInputError(f"the VAE's latents have std {std}: cannot calibrate a scaling factor")
+    return float(f"{1.0 / std:.5g}")
+
+
 def train_denoiser(
     pipe: Any,
     source: Any,
@@ -147,7 +174,8 @@ def train_tiny_sd(
 ) -> dict[str, Any]:
     """Train tiny-sd from scratch; resumable (re-run the same call). Returns a summary with the pipeline path.
 
-    `scene_options` are `ShapeScenes` options for the training data (default `TINY_SD_SCENES`).
+    `scene_options` are `ShapeScenes` options for the training data (default `TINY_SD_SCENES`). Between the stages the
+    VAE's `scaling_factor` is calibrated to unit-variance latents (`latent_scaling_factor`).
     """
     from vadapters.models import tiny_sd_pipeline
 
@@ -171,6 +199,10 @@ def train_tiny_sd(
     vae_summary = Trainer(VAERecipe(pipe.vae, source, resolution, batch_size, seed), vae_args).train()
     pipe.vae.requires_grad_(False).eval()
     psnr = vae_psnr(pipe.vae, scene_source(64, seed + 1, **scene_options), resolution)
+    calibration = scene_source(512, seed + 3000, **scene_options)
+    images = torch.stack([calibration.render(i, resolution, resolution)["image"] for i in range(len(calibration))])
+    pipe.vae.register_to_config(scaling_factor=latent_scaling_factor(pipe.vae, images, seed=seed))
+    pipe.vae.save_config(os.path.join(vae_dir, "vae"))  # export_tiny_sd_checkpoint reads the VAE from there
 
     unet_dir = os.path.join(output_dir, "stage2-unet")
     unet_summary, _ = train_denoiser(

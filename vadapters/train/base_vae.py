@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vadapters.errors import BadInputError
-from vadapters.train.base import VAERecipe
+from vadapters.train.base import VAERecipe, latent_scaling_factor
 
 __all__ = [
     "WORLD_MIX", "EdgeAwareVAERecipe", "WorldImages", "calibrate_scaling_factor", "latent_scaling_factor", "sobel",
@@ -165,33 +165,6 @@ def world_psnr(vae: Any, seed: int = 1000, resolution: int = 32, per_world: int 
         images = render_world(world, per_world, seed, resolution)
         out[world] = round(psnr(round_trip(vae, images), images), 2)
     return out
-
-
-@torch.no_grad()
-def latent_scaling_factor(vae: Any, images: torch.Tensor, batch_size: int = 256, seed: int = 0) -> float:
-    """`1 / std` of the VAE's posterior samples over `images` (in [-1, 1]), rounded to 5 significant digits.
-
-    Latent diffusion rescales the latents to unit variance before noising them (Rombach et al. 2022, section 4.3.2
-    and appendix G: "we rescale the latents by the component-wise standard deviation" estimated on a batch of
-    training data); Stable Diffusion's 0.18215 is this number for its own VAE. A VAE trained here has latents of about
-    unit std, so keeping SD's constant would noise signal of std 0.19 with unit noise: every timestep 28x noisier
-    than the schedule intends, and the global layout (which shape) buried from the first steps.
-
-    Example:
-        >>> from vadapters.models import tiny_vae
-        >>> factor = latent_scaling_factor(tiny_vae(0), torch.rand(8, 3, 16, 16) * 2 - 1)
-        >>> factor > 0
-        True
-    """
-    vae.eval()
-    generator = torch.Generator().manual_seed(seed)
-    samples = [
-        vae.encode(images[i : i + batch_size]).latent_dist.sample(generator) for i in range(0, len(images), batch_size)
-    ]
-    std = float(torch.cat(samples).float().std())
-    if not std > 0:
-        raise BadInputError(f"the VAE's latents have std {std}: cannot calibrate a scaling factor")
-    return float(f"{1.0 / std:.5g}")
 
 
 def calibrate_scaling_factor(vae: Any, folder: str | None = None, *, seed: int = 0, resolution: int = 32,
