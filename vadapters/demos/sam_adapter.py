@@ -77,7 +77,8 @@ def shipped_section(out: str, quick: bool) -> tuple[list[tuple[str, str]], dict[
         recorded = entries[name]["metrics"]
         metrics[task] = {"adapter": f"vadapters:{name}", "data": data, "sam": sam, "sam_adapter": ours,
                          "recorded_200_scenes": {"sam": {k: recorded["zero_shot"][k] for k in ("S", "BER")},
-                                                 "sam_adapter": {k: recorded["sam_adapter"][k] for k in ("S", "BER")}}}  # fmt: skip
+                                                 "sam_adapter": {k: recorded["sam_adapter"][k] for k in ("S", "BER")}},
+                         "gate": recorded.get("fair_benchmark")}  # fmt: skip
         path = save_image(_panel(base, adapted, data, 3, size), f"{out}/sam_adapter_{task}.png", 3)
         caption = (f"{task} ({data}, `vadapters:{name}`): image | SAM | SAM + adapter | truth. On {n} held-out "
                    f"scenes: SAM S {sam['S']:.3f} / BER {sam['BER']:.1f} %, SAM-Adapter S {ours['S']:.3f} / BER "
