@@ -131,3 +131,13 @@ def test_anchor_gate_and_soft_targets(vit):
     always = VDP(vit, ap=1.0, n_aug=1)
     always(X)
     assert always.diagnostics["augmented"] is True
+
+
+def test_dsp_and_dap_move_together_until_a_domain_change(vit):
+    vdp = VDP(vit, n_aug=0, lr=0.05, shift_threshold=10.0)  # no domain change: the DAP has no importance yet
+    for seed in range(3):
+        vdp(torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(seed)))
+    state = vdp.state_dict()
+    assert torch.count_nonzero(state["student.dsp"]) > 0
+    assert torch.equal(state["student.dsp"], state["student.dap"])
+    assert torch.equal(state["teacher.dsp"], state["teacher.dap"])

@@ -9,6 +9,8 @@ re-estimated at detected domain changes). Shapes, optimiser and thresholds are o
   binary mask `m`: "pad" (border ring of width `prompt_size`), "patch" (`prompt_size` square at the top-left
   corner) or "full" (whole image). Zero init, so adaptation starts exactly at the source model.
 * Teacher prompts are the EMA of the student's: `t <- ema * t + (1 - ema) * s`, after each step.
+* Both prompts get the same task gradient (they are summed), so until the first detected domain change gives the
+  DAP an importance, DSP and DAP stay equal and their sum moves at about twice the Adam step.
 * Teacher target: mean softmax over the clean view and `n_aug` CoTTA augmentations (only when the frozen model's
   batch-mean confidence is below `ap`; `ap=1` always augments). Student loss: cross-entropy to the target's argmax
   (`soft_targets=True`: soft cross-entropy) plus `L_reg = reg_weight * sum(importance * (dap - dap_anchor)^2)`.
