@@ -39,7 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VADAPTERS_NO_PROGRESS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _report import command, machine, write_report  # noqa: E402 (sibling module, after the env)
+from _fairness import choose, gate, gate_line, nanmean, std  # noqa: E402 (sibling module, after the env)
+from _report import command, machine, write_report  # noqa: E402
 
 ARMS = {  # name -> (method, options); no flips: the shapes' classes are flip-invariant, but keep CoTTA/VDP alike
     "tent": ("tent", {}),
@@ -53,7 +54,7 @@ LRS = {arm: [float(f"{lr * k:.3g}") for k in GRID] for arm, lr in DEFAULT_LR.ite
 
 
 def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return {"mean": nanmean(values), "std": std(values)}
 
 
 def settings_tag(args) -> str:
@@ -160,7 +161,7 @@ def evaluate_severity(model, args, severity: int, ap: float, log) -> dict:
             missing.append(f"{arm} sweep")
             continue
         sweep[arm] = {f"{lr:g}": r["mean_error"] for lr, r in grid.items()}
-        lr = min(grid, key=lambda k: (round(grid[k]["mean_error"], 6), k))
+        lr = choose({k: r["mean_error"] for k, r in grid.items()}, higher_is_better=False)
         runs = [run_one(model, args, severity, "test", arm, lr, s, streams, ap, log) for s in range(args.seeds)]
         seconds += [r["seconds"] for r in runs if r]
         if None in runs:
@@ -173,15 +174,9 @@ def evaluate_severity(model, args, severity: int, ap: float, log) -> dict:
     entry = {"rows": rows, "sweep": sweep, "not_run": missing, "seconds": round(sum(seconds), 1)}
     for arm in ("vdp", "vdp_full"):
         if arm in rows and "source" in rows:
-            entry.setdefault("gate", {})[arm] = gate(rows["source"], rows[arm])
+            errors = [[r["mean_error"] for r in rows[a]["runs"]] for a in (arm, "source")]
+            entry.setdefault("gate", {})[arm] = gate(*errors, higher_is_better=False)  # lower error, by >= 3 std
     return entry
-
-
-def gate(source: dict, vdp: dict) -> dict:
-    gain = source["mean"] - vdp["mean"]
-    noise = max(source["std"], vdp["std"])
-    return {"gain": gain, "noise_std": noise, "ratio": gain / noise if noise > 0 else None,
-            "holds": bool(gain > 0 and gain >= 3 * noise)}  # fmt: skip
 
 
 def markdown(report: dict) -> str:
@@ -204,10 +199,9 @@ def markdown(report: dict) -> str:
         rows = entry["rows"]
         lines += [f"## Severity {sev}", ""]
         for arm, g in entry.get("gate", {}).items():
-            verdict = "HOLDS" if g["holds"] else "does NOT hold"
-            ratio = "n/a" if g["ratio"] is None else f"{g['ratio']:.1f}"
-            lines += [f"**Gate ({arm}): {verdict}**: source - {arm} = {100 * g['gain']:+.2f} points, "
-                      f"noise (larger std) {100 * g['noise_std']:.2f}, ratio {ratio} (need >= 3).", ""]  # fmt: skip
+            percent = {k: 100 * v if k in ("margin", "needed", "std_method", "std_baseline", "paired_mean",
+                                             "paired_std") else v for k, v in g.items()}  # fmt: skip
+            lines += [gate_line(f"Gate ({arm} error below source's by >= 3 std)", percent, " points", 2), ""]
         if entry["not_run"]:
             lines += [f"Not run yet: {', '.join(entry['not_run'])}.", ""]
         if "source" in rows:
